@@ -1,0 +1,60 @@
+"""Name -> object registries. Everything a user can select by name (strategies, models, layouts,
+datasets, evaluators, tasks, CLI commands) lives in one of these, filled by prunekit itself and
+by plugins found through the `prunekit.plugins` entry-point group."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar
+
+from prunekit.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named collection; `register` works as a call or as a decorator."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, obj: T | None = None, *, overwrite: bool = False):
+        def add(item: T) -> T:
+            if name in self._items and not overwrite and self._items[name] is not item:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = item
+            return item
+
+        return add if obj is None else add(obj)
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            from prunekit.plugins import load_plugins
+
+            load_plugins()
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; registered: {known}") from None
+
+    def names(self) -> list[str]:
+        from prunekit.plugins import load_plugins
+
+        load_plugins()
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+STRATEGIES: Registry[type] = Registry("strategy")
+MODELS: Registry[Callable] = Registry("model")
+LAYOUTS: Registry[object] = Registry("layout")
+DATASETS: Registry[Callable] = Registry("dataset")
+EVALUATORS: Registry[Callable] = Registry("evaluator")
+TASKS: Registry[Callable] = Registry("task")
+COMMANDS: Registry[object] = Registry("command")
