@@ -1,0 +1,5 @@
+"""The bundled TecoGAN pruning benchmark (`prunekit bench tecogan`)."""
+
+
+def register(registries) -> None:
+    """Add the `bench` command."""
