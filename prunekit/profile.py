@@ -1,0 +1,275 @@
+"""Model cost: parameter counts, FLOPs and latency.
+
+FLOPs follow the MAC convention of fvcore: one fused multiply-add counts as ONE FLOP, so a
+figure here is half of a "2 x MACs" number. On top of fvcore's defaults this module adds
+handles so that the ops super-resolution models use are all counted consistently:
+
+* bicubic / bilinear interpolation: taps per output element (16 / 4) x output elements
+  (the output element count already includes the channels);
+* grid_sample: 4 taps (bilinear), 1 (nearest) or 16 (bicubic) per output element;
+* element-wise add / sub / mul / div (residual adds, scaling): 1 per output element;
+* pixel_shuffle / pixel_unshuffle and common activations / max-pooling: 0 (data movement
+  or comparisons, like fvcore's own treatment of ReLU);
+* ConvTranspose: fvcore counts it at its INPUT resolution (N x Cin x Cout/g x k^2 x Hin x Win,
+  the true number of MACs); pass ``conv_transpose="output"`` to count it at the output
+  resolution as some published profilers did.
+
+Ops left without a handle are returned in `FlopReport.unsupported` and logged, never silently
+dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import statistics
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError, InputShapeError
+
+logger = logging.getLogger(__name__)
+
+ExampleInputs = Any  # a tensor, a tuple of positional args, or a dict of keyword args
+
+_ELEMENTWISE_OPS = (
+    "aten::add", "aten::add_", "aten::sub", "aten::sub_", "aten::rsub",
+    "aten::mul", "aten::mul_", "aten::div", "aten::div_",
+)
+_FREE_OPS = (
+    "aten::pixel_shuffle", "aten::pixel_unshuffle",
+    "aten::leaky_relu", "aten::leaky_relu_", "aten::sigmoid", "aten::sigmoid_",
+    "aten::tanh", "aten::tanh_", "aten::gelu", "aten::silu", "aten::silu_",
+    "aten::hardtanh", "aten::hardtanh_", "aten::elu", "aten::elu_", "aten::prelu",
+    "aten::max_pool2d", "aten::neg",
+)
+_GRID_SAMPLE_TAPS = {0: 4, 1: 1, 2: 16}  # interpolation_mode: bilinear, nearest, bicubic
+
+
+def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple, dict]:
+    """Normalise example inputs (tensor | tuple | list | dict) into (args, kwargs)."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    if isinstance(example_inputs, dict):
+        return (), dict(example_inputs)
+    raise InputShapeError(
+        f"example_inputs must be a tensor, a tuple of positional args or a dict of keyword "
+        f"args; got {type(example_inputs).__name__}"
+    )
+
+
+def call_model(model: nn.Module, example_inputs: ExampleInputs) -> Any:
+    """Run `model` on example inputs given in any of the accepted forms."""
+    args, kwargs = split_inputs(example_inputs)
+    return model(*args, **kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared tensors counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def params_by_module(model: nn.Module) -> dict[str, int]:
+    """Parameters under every module, recursively, keyed by dotted name ("" = whole model)."""
+    return {name: count_params(module) for name, module in model.named_modules()}
+
+
+@dataclass
+class FlopReport:
+    """Result of one FLOP count. All numbers are MACs (one multiply-add = 1 FLOP)."""
+
+    total: int
+    by_module: dict[str, int]
+    by_operator: dict[str, int]
+    unsupported: dict[str, int] = field(default_factory=dict)  # op name -> occurrences
+    conv_transpose: str = "input"
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode and restore each one's own mode afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+
+
+def _shape(value: torch._C.Value) -> list[int]:
+    return list(value.type().sizes())
+
+
+def _numel(value: torch._C.Value) -> int:
+    return math.prod(_shape(value))
+
+
+def _per_output(taps: int) -> Callable:
+    def handle(inputs: list, outputs: list) -> int:
+        return taps * _numel(outputs[0])
+
+    return handle
+
+
+def _grid_sampler(inputs: list, outputs: list) -> int:
+    mode = inputs[2].toIValue()
+    return _GRID_SAMPLE_TAPS.get(int(mode), 4) * _numel(outputs[0])
+
+
+def _convolution(conv_transpose: str) -> Callable:
+    def handle(inputs: list, outputs: list) -> Counter:
+        x_shape, w_shape, out_shape = _shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])
+        transposed = bool(inputs[6].toIValue())
+        spatial = x_shape[2:] if transposed and conv_transpose == "input" else out_shape[2:]
+        return Counter({"conv": x_shape[0] * math.prod(w_shape) * math.prod(spatial)})
+
+    return handle
+
+
+def _wrap_kwargs(model: nn.Module, kwargs: dict) -> tuple[nn.Module, tuple, str]:
+    """fvcore traces positional args only; adapt a kwargs call and say which prefix to strip."""
+    if not kwargs:
+        return model, (), ""
+    names = list(kwargs)
+
+    class _KwargsAdapter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *values: Any) -> Any:
+            return self.inner(**dict(zip(names, values)))
+
+    return _KwargsAdapter(), tuple(kwargs.values()), "inner"
+
+
+def flop_report(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    conv_transpose: Literal["input", "output"] = "input",
+) -> FlopReport:
+    """Count FLOPs (MACs) of one forward pass, per module and per operator.
+
+    The model runs in eval mode under no_grad (BatchNorm statistics are not touched) and its
+    original train/eval mode is restored afterwards.
+    """
+    with warnings.catch_warnings():  # fvcore's import triggers torch.jit deprecation notices
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
+    if conv_transpose not in ("input", "output"):
+        raise ConfigError(f"conv_transpose must be 'input' or 'output', got {conv_transpose!r}")
+    args, kwargs = split_inputs(example_inputs)
+    traced, kw_args, prefix = _wrap_kwargs(model, kwargs)
+    args = args + kw_args
+    handles: dict[str, Callable | None] = {
+        "aten::_convolution": _convolution(conv_transpose),
+        "aten::upsample_bicubic2d": _per_output(16),
+        "aten::upsample_bilinear2d": _per_output(4),
+        "aten::grid_sampler": _grid_sampler,
+    }
+    handles.update({op: _per_output(1) for op in _ELEMENTWISE_OPS})
+    handles.update({op: None for op in _FREE_OPS})
+
+    with eval_mode(model):
+        analysis = FlopCountAnalysis(traced, args)
+        analysis.set_op_handle(**handles)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis.tracer_warnings("none")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                total = int(analysis.total())
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise InputShapeError(f"cannot trace the model on the example inputs: {exc}") from exc
+            raw_by_module = analysis.by_module()
+            by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
+            unsupported = {k: int(v) for k, v in analysis.unsupported_ops().items()}
+
+    by_module: dict[str, int] = {}
+    for name, value in raw_by_module.items():
+        if prefix:
+            if name == "":
+                continue
+            name = "" if name == prefix else name[len(prefix) + 1 :]
+        by_module[name] = int(value)
+    if unsupported:
+        logger.warning("FLOPs not counted for ops without a handle: %s", unsupported)
+    return FlopReport(total, by_module, by_operator, unsupported, conv_transpose)
+
+
+def flops(model: nn.Module, example_inputs: ExampleInputs, **kwargs: Any) -> int:
+    """Total FLOPs (MACs: one multiply-add = 1) of one forward pass. See `flop_report`."""
+    return flop_report(model, example_inputs, **kwargs).total
+
+
+def flops_by_module(model: nn.Module, example_inputs: ExampleInputs, **kwargs: Any) -> dict[str, int]:
+    """FLOPs (MACs) per module, keyed by dotted name ("" = whole model). See `flop_report`."""
+    return flop_report(model, example_inputs, **kwargs).by_module
+
+
+def _to_device(example_inputs: ExampleInputs, device: torch.device) -> ExampleInputs:
+    if isinstance(example_inputs, torch.Tensor):
+        return example_inputs.to(device)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(_to_device(x, device) for x in example_inputs)
+    if isinstance(example_inputs, dict):
+        return {k: _to_device(v, device) for k, v in example_inputs.items()}
+    return example_inputs
+
+
+def latency(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    warmup: int = 3,
+    repeats: int = 10,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Wall-clock time of one forward pass in inference mode.
+
+    `device=None` uses the device of the model's first parameter (CPU if it has none); another
+    device runs a copy, so the caller's model is never moved. CUDA is synchronised around each
+    timed call so the numbers cover the kernels, not just their launch.
+    """
+    if warmup < 0 or repeats < 1:
+        raise ConfigError(f"latency needs warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    first = next(model.parameters(), None)
+    current = first.device if first is not None else torch.device("cpu")
+    target = torch.device(device) if device is not None else current
+    same = target.type == current.type and target.index in (None, current.index)
+    runner = model if same else copy.deepcopy(model).to(target)
+    inputs = _to_device(example_inputs, target)
+    sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
+    times: list[float] = []
+    with eval_mode(runner), torch.inference_mode():
+        for _ in range(warmup):
+            call_model(runner, inputs)
+        sync()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call_model(runner, inputs)
+            sync()
+            times.append((time.perf_counter() - start) * 1000.0)
+    ordered = sorted(times)
+    p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+    return {
+        "median_ms": statistics.median(ordered),
+        "p90_ms": p90,
+        "mean_ms": statistics.fmean(ordered),
+        "min_ms": ordered[0],
+        "max_ms": ordered[-1],
+        "repeats": repeats,
+        "warmup": warmup,
+        "device": str(target),
+    }

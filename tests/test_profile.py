@@ -1,0 +1,152 @@
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit import profile
+from prunekit.errors import ConfigError, InputShapeError
+
+
+class Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+def test_conv_flops_match_formula():
+    conv = nn.Conv2d(3, 8, 3, padding=1, stride=2)
+    x = torch.randn(2, 3, 10, 12)
+    # MACs: N * Cout * Hout * Wout * Cin * k * k (bias not counted)
+    assert profile.flops(conv, x) == 2 * 8 * 5 * 6 * 3 * 3 * 3
+
+
+def test_grouped_conv_flops_match_formula():
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+    x = torch.randn(1, 8, 6, 6)
+    assert profile.flops(conv, x) == 1 * 8 * 6 * 6 * (8 // 4) * 9
+
+
+def test_conv_transpose_counted_at_input_or_output_resolution():
+    convt = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1)
+    x = torch.randn(1, 4, 5, 7)
+    per_pixel = 4 * 6 * 3 * 3
+    assert profile.flops(convt, x) == per_pixel * 5 * 7
+    assert profile.flops(convt, x, conv_transpose="output") == per_pixel * 10 * 14
+
+
+def test_bicubic_bilinear_and_grid_sample_counted_per_output_tap():
+    class Up(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            grid = torch.zeros(x.shape[0], 3, 5, 2)
+            return (
+                F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False),
+                F.interpolate(x, scale_factor=3, mode="bilinear", align_corners=False),
+                F.grid_sample(x, grid, mode="bilinear", align_corners=False),
+                F.grid_sample(x, grid, mode="nearest", align_corners=False),
+            )
+
+    x = torch.randn(1, 3, 4, 4)
+    report = profile.flop_report(Up(), x)
+    assert report.by_operator["upsample_bicubic2d"] == 16 * 3 * 8 * 8
+    assert report.by_operator["upsample_bilinear2d"] == 4 * 3 * 12 * 12
+    assert report.by_operator["grid_sampler"] == 4 * 3 * 3 * 5 + 1 * 3 * 3 * 5
+    assert report.unsupported == {}
+
+
+def test_residual_add_counted_and_pixel_shuffle_free():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Residual(4)
+            self.shuffle = nn.PixelShuffle(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.shuffle(self.block(x))
+
+    x = torch.randn(1, 4, 6, 6)
+    report = profile.flop_report(Net(), x)
+    conv = 4 * 6 * 6 * 4 * 9
+    add = 4 * 6 * 6
+    assert report.by_operator["add"] == add
+    assert report.total == conv + add
+    assert report.by_module["block"] == conv + add
+    assert report.by_module["block.conv"] == conv
+    assert report.by_module["shuffle"] == 0
+    assert report.unsupported == {}
+
+
+def test_unsupported_ops_reported_and_logged(caplog):
+    class Softmaxer(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(x, dim=1)
+
+    with caplog.at_level(logging.WARNING, logger="prunekit.profile"):
+        report = profile.flop_report(Softmaxer(), torch.randn(1, 3, 2, 2))
+    assert report.unsupported == {"aten::softmax": 1}
+    assert "aten::softmax" in caplog.text
+
+
+def test_dict_inputs_and_module_names():
+    class TwoIn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(2, 2, 1)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.a(x) * y
+
+    x, y = torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3)
+    by_dict = profile.flops_by_module(TwoIn(), {"y": y, "x": x})
+    by_tuple = profile.flops_by_module(TwoIn(), (x, y))
+    assert by_dict == by_tuple
+    assert by_dict["a"] == 2 * 2 * 9
+    assert by_dict[""] == 2 * 2 * 9 + 2 * 9
+
+
+def test_flops_restore_train_mode_and_keep_bn_stats():
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+    net.train()
+    net[1].eval()
+    before = net[1].running_mean.clone()
+    profile.flops(net, torch.randn(2, 3, 4, 4) + 5)
+    assert net.training and not net[1].training and net[0].training
+    assert torch.equal(net[1].running_mean, before)
+
+
+def test_params_counts():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), Residual(4))
+    counts = profile.params_by_module(net)
+    assert counts["0"] == 3 * 4 * 9 + 4
+    assert counts["1"] == counts["1.conv"] == 4 * 4 * 9 + 4
+    assert counts[""] == profile.count_params(net) == counts["0"] + counts["1"]
+
+
+def test_bad_inputs_raise_typed_errors():
+    with pytest.raises(InputShapeError, match="example_inputs"):
+        profile.flops(nn.Conv2d(1, 1, 1), "not a tensor")
+    with pytest.raises(InputShapeError, match="cannot trace"):
+        profile.flops(nn.Conv2d(3, 1, 1), torch.randn(1, 5, 4, 4))
+    with pytest.raises(ConfigError, match="conv_transpose"):
+        profile.flops(nn.Conv2d(1, 1, 1), torch.randn(1, 1, 2, 2), conv_transpose="middle")
+
+
+def test_latency_stats_are_ordered():
+    net = nn.Conv2d(3, 3, 3, padding=1)
+    stats = profile.latency(net, torch.randn(1, 3, 16, 16), warmup=1, repeats=5)
+    assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"] <= stats["max_ms"]
+    assert stats["repeats"] == 5 and stats["device"] == "cpu"
+    with pytest.raises(ConfigError):
+        profile.latency(net, torch.randn(1, 3, 4, 4), repeats=0)
+
+
+@pytest.mark.cuda
+def test_latency_on_cuda_copy_leaves_model_on_cpu():
+    net = nn.Conv2d(3, 3, 3, padding=1)
+    stats = profile.latency(net, torch.randn(1, 3, 16, 16), repeats=3, device="cuda")
+    assert stats["device"].startswith("cuda")
+    assert next(net.parameters()).device.type == "cpu"
