@@ -40,3 +40,8 @@ class MissingWeightsError(PrunekitError, FileNotFoundError):
 
 class DataError(PrunekitError, ValueError):
     """A dataset or media file is missing, unreadable or inconsistent (the message names the file)."""
+
+
+class TrainingDivergedError(PrunekitError, FloatingPointError):
+    """A training loss became NaN or Inf (the message names stage and iteration; the last good
+    checkpoint is kept)."""
