@@ -1,0 +1,111 @@
+"""Applying a plan: remove units from a deep copy of the model, then prune channels.
+
+Units inside an nn.Sequential / nn.ModuleList are dropped and their siblings re-indexed, so a model
+with blocks removed has the state_dict layout of the same model built with fewer blocks. Any other
+unit is replaced by `Bypass`. The input model is never modified: all edits happen on the copy, which
+is returned only when every step succeeded.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import PlanMismatchError
+
+if TYPE_CHECKING:
+    from prunekit.plan import Plan
+
+
+class Bypass(nn.Module):
+    """Stands in for a removed unit: returns its first argument unchanged (the `x` of `x + g(x)`)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            return args[0]
+        return next(iter(kwargs.values()))
+
+
+def _check_paths(model: nn.Module, paths: list[str]) -> None:
+    modules = dict(model.named_modules())
+    for path in paths:
+        if not path or path not in modules:
+            raise PlanMismatchError(
+                f"the plan removes {path!r}, but {type(model).__name__} has no such submodule"
+            )
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """Drop paths that lie inside another removed path (removing the outer one removes them)."""
+    unique = sorted(set(paths))
+    return [p for p in unique if not any(p.startswith(q + ".") for q in unique if q != p)]
+
+
+def _remove_in_place(model: nn.Module, paths: list[str]) -> None:
+    by_parent: dict[str, list[str]] = {}
+    for path in _outermost(paths):
+        parent, _, name = path.rpartition(".")
+        by_parent.setdefault(parent, []).append(name)
+    for parent_path, names in by_parent.items():
+        parent = model.get_submodule(parent_path)
+        if isinstance(parent, (nn.Sequential, nn.ModuleList)):
+            kept = [m for name, m in parent.named_children() if name not in names]
+            for name in list(parent._modules):
+                del parent._modules[name]
+            for i, m in enumerate(kept):
+                parent._modules[str(i)] = m
+        else:
+            for name in names:
+                setattr(parent, name, Bypass())
+
+
+def remove_units(model: nn.Module, paths: list[str]) -> nn.Module:
+    """A deep copy of `model` without the units at `paths` (original paths); `model` is untouched."""
+    _check_paths(model, paths)
+    pruned = copy.deepcopy(model)
+    _remove_in_place(pruned, paths)
+    return pruned
+
+
+def example_inputs_from_shapes(shapes: dict[str, list[int]]) -> Any:
+    """Reconstruct example inputs (random float tensors) from a plan's recorded shapes."""
+    gen = torch.Generator().manual_seed(0)
+    order = sorted((k for k in shapes if _is_positional(k)), key=lambda k: int(k[3:]))
+    positional = [torch.randn(shapes[k], generator=gen) for k in order]
+    named = {k: torch.randn(v, generator=gen) for k, v in shapes.items() if not _is_positional(k)}
+    if named:
+        return named
+    return tuple(positional)
+
+
+def _is_positional(key: str) -> bool:
+    return key.startswith("arg") and key[3:].isdigit()
+
+
+def apply(model: nn.Module, plan: "Plan", example_inputs: Any = None) -> nn.Module:
+    """Return a pruned deep copy of `model` following `plan`; raises PlanMismatchError if the plan
+    was made for a different model. `example_inputs` are only needed for channel steps (they are
+    rebuilt from the plan's recorded shapes when omitted)."""
+    from prunekit import profile
+
+    got = profile.count_params(model)
+    if got != plan.stats.params_before:
+        raise PlanMismatchError(
+            f"the plan was made for a model with {plan.stats.params_before:,} parameters, "
+            f"but {type(model).__name__} has {got:,}"
+        )
+    pruned = remove_units(model, plan.removed)
+    if plan.channels:
+        from prunekit import channels
+
+        inputs = example_inputs if example_inputs is not None else example_inputs_from_shapes(plan.input_shapes)
+        modules = dict(pruned.named_modules())
+        for step in plan.channels:
+            path = step.model_dump().get("path", step.model_dump().get("layer"))
+            if path not in modules:
+                raise PlanMismatchError(f"the plan prunes channels of {path!r}, but the model has no such layer")
+        channels.apply_channels(pruned, inputs, plan.channels)
+    return pruned
