@@ -1,5 +1,0 @@
-"""(to be written)"""
-
-
-def register(registries) -> None:
-    """Add this area's names to the prunekit registries."""

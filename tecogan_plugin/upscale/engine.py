@@ -1,0 +1,194 @@
+"""Load a generator from either checkpoint kind and stream frames through it.
+
+`upscale_frames` is a generator: it pulls one LR frame, yields one HR frame, and keeps only the
+recurrent state (plus the few frames of the temporal warm-up), so memory does not grow with the video.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunekit.errors import CheckpointError, ConfigError
+from tecogan_plugin.nets import FRNet, infer_sequence
+from tecogan_plugin.upscale.tiling import TiledStep, choose_tile
+
+__all__ = ["load_generator", "upscale_frames", "resolve_device", "DEFAULT_OVERLAP", "MEMORY_FRACTION"]
+
+DEFAULT_OVERLAP = 32  # LR px; see docs/guide/upscale.md for the measured agreement per overlap
+MEMORY_FRACTION = 0.8  # share of free CUDA memory the automatic tile size may plan to use
+_RESBLOCK = re.compile(r"^srnet\.resblocks\.(\d+)\.")
+PUBLISHED_SUFFIXES = (".pth", ".pt")
+
+
+def _frnet_config(tensors: dict[str, torch.Tensor], removed: list[str], source: Path) -> dict[str, Any]:
+    """Dense FRNet constructor arguments implied by (possibly block-pruned) weights and the plan."""
+    try:
+        enc_in = tensors["fnet.encoder1.0.weight"].shape[1]
+        conv_in = tensors["srnet.conv_in.0.weight"]
+        out_nc = tensors["srnet.conv_out.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: not a TecoGAN FRNet checkpoint (no tensor {exc.args[0]})") from None
+    in_nc = enc_in // 2
+    scale = int(round((conv_in.shape[1] // in_nc - 1) ** 0.5))
+    kept = {int(m.group(1)) for k in tensors if (m := _RESBLOCK.match(k))}
+    dropped = {p for p in removed if re.fullmatch(r"srnet\.resblocks\.\d+", p)}
+    return {
+        "in_nc": in_nc,
+        "out_nc": out_nc,
+        "nf": conv_in.shape[0],
+        "nb": len(kept) + len(dropped),
+        "scale": scale,
+        "degradation": "BD" if "upsample_func.kernels" in tensors else "BI",
+    }
+
+
+def _load_prunekit_checkpoint(directory: Path, build_kwargs: dict[str, Any]) -> nn.Module:
+    from prunekit.checkpoint import PLAN_FILE, WEIGHTS_FILE, load, read_plan, read_weights
+
+    plan = read_plan(directory / PLAN_FILE)
+    if plan.channels and "nf" not in build_kwargs:
+        raise CheckpointError(
+            f"{directory}: width-pruned checkpoint; pass the dense model's nf (load_generator(path, nf=...))"
+        )
+    config = _frnet_config(read_weights(directory / WEIGHTS_FILE), list(plan.removed), directory)
+    config.update(build_kwargs)
+    return load(directory, build="tecogan.frnet", build_kwargs=config)
+
+
+def load_generator(path: str | os.PathLike, **build_kwargs: Any) -> nn.Module:
+    """An FRNet in eval mode on the CPU from a prunekit checkpoint folder (plan.json +
+    model.safetensors, dense or pruned) or a published TecoGAN-PyTorch generator file (.pth).
+
+    The dense architecture is read off the weights and the plan; `build_kwargs` override it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "plan.json").is_file():
+            raise CheckpointError(f"{path}: folder has no plan.json, so it is not a prunekit checkpoint")
+        model = _load_prunekit_checkpoint(path, build_kwargs)
+    elif path.is_file():
+        if path.suffix.lower() not in PUBLISHED_SUFFIXES:
+            raise CheckpointError(
+                f"{path}: expected a prunekit checkpoint folder or a TecoGAN-PyTorch generator "
+                f"({', '.join(PUBLISHED_SUFFIXES)}), got a {path.suffix or 'suffix-less'} file"
+            )
+        from tecogan_plugin.convert import load_published_generator
+
+        model = load_published_generator(path, **build_kwargs)
+    else:
+        raise CheckpointError(f"{path}: checkpoint does not exist")
+    if not isinstance(model, FRNet):
+        raise CheckpointError(f"{path}: loaded a {type(model).__name__}, not a TecoGAN FRNet")
+    return model.eval()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> CUDA when available, else CPU; a CUDA request without CUDA is a ConfigError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def _prepare(model: nn.Module, device: torch.device, fast: bool, half: bool) -> tuple[nn.Module, torch.dtype]:
+    """A copy of `model` on `device` in eval mode, rewritten for speed when `fast`, halved when `half`."""
+    model = copy.deepcopy(model).eval().to(device)
+    dtype = torch.float16 if half else torch.float32
+    if fast:
+        from tecogan_plugin.fast import make_fast
+
+        model = make_fast(model, half=half)
+    elif half:
+        model = model.half()
+    return model, dtype
+
+
+def _bytes_per_pixel(step: Callable[..., torch.Tensor], scale: int, device: torch.device, dtype: torch.dtype) -> float:
+    """Peak CUDA memory per LR pixel of one step, from two probe sizes (slope, so fixed costs cancel)."""
+    peaks = []
+    sizes = (64, 128)
+    for side in sizes:
+        lr = torch.rand(1, 3, side, side, device=device, dtype=dtype)
+        hr = torch.rand(1, 3, scale * side, scale * side, device=device, dtype=dtype)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.inference_mode():
+            step(lr, lr, hr)
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        del lr, hr
+    return max(peaks[1] - peaks[0], 1) / (sizes[1] ** 2 - sizes[0] ** 2)
+
+
+def _auto_tile(step: nn.Module, device: torch.device, dtype: torch.dtype, overlap: int) -> Callable[[int, int], int | None]:
+    """Per frame size: whole frames on the CPU; on CUDA the largest tile that fits free memory."""
+
+    def decide(height: int, width: int) -> int | None:
+        if device.type != "cuda":
+            return None
+        per_px = _bytes_per_pixel(step, step.scale, device, dtype)  # type: ignore[arg-type]
+        free, _total = torch.cuda.mem_get_info(device)
+        stitched = 4 * 3 * height * width * step.scale**2  # the whole-frame float32 output being assembled
+        return choose_tile(height, width, overlap, free * MEMORY_FRACTION - stitched, per_px)
+
+    return decide
+
+
+def upscale_frames(
+    model: nn.Module,
+    frames: Iterable[np.ndarray],
+    *,
+    tile: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    device: str | torch.device | None = None,
+    fast: bool = True,
+    half: bool = False,
+    warmup: int = 5,
+) -> Iterator[np.ndarray]:
+    """Yield one HxWx3 uint8 HR frame per HxWx3 uint8 RGB LR frame, streaming.
+
+    tile: core size in LR px of per-frame spatial tiles; None chooses automatically (whole frames on
+    the CPU, the largest tile fitting free memory on CUDA); 0 never tiles. overlap: LR px of context
+    around each tile (rounded up to a multiple of 8). fast: use `make_fast`'s exact rewrites. half:
+    fp16 (CUDA only). warmup: TecoGAN's reflect warm-up (frames warmup..1 run first, outputs dropped);
+    clips with warmup or fewer frames get the longest warm-up they allow. `model` is not modified.
+    """
+    dev = resolve_device(device)
+    if half and dev.type != "cuda":
+        raise ConfigError(f"half precision needs a CUDA device, got device {dev}")
+    if tile is not None and tile < 0:
+        raise ConfigError(f"tile must be >= 0 LR px (0 = never tile), got {tile}")
+    if warmup < 0:
+        raise ConfigError(f"warmup must be >= 0 frames, got {warmup}")
+    net, dtype = _prepare(model, dev, fast, half)
+    step = TiledStep(net, None, overlap, dtype)
+    step.tile = _auto_tile(step.model, dev, dtype, overlap) if tile is None else (tile or None)
+    return _stream(step, iter(frames), warmup)
+
+
+def _stream(step: TiledStep, frames: Iterator[np.ndarray], warmup: int) -> Iterator[np.ndarray]:
+    head: list[np.ndarray] = []
+    for frame in frames:
+        head.append(frame)
+        if len(head) > warmup:
+            break
+    if not head:
+        return
+    yield from infer_sequence(step, _chain(head, frames), pad_mode="reflect", num_pad_front=min(warmup, len(head) - 1))
+
+
+def _chain(head: list[np.ndarray], rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    while head:
+        yield head.pop(0)
+    yield from rest
