@@ -1,0 +1,212 @@
+"""Budgets: pruning targets, and the choice of which units to remove to meet one.
+
+Targets are small pydantic models with a `kind` discriminator, so a plan or a config file stores
+them as JSON and reads them back (`parse_target`). Block targets (KeepBlocks, ParamsRatio,
+FlopsRatio) are met by `select_units`; the width target ChannelRatio is met by
+`prunekit.channels.plan_channels`.
+
+Every block target must leave at least one removable block: removing all of them is reported
+as an UnreachableTargetError, like keeping more blocks than exist.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from torch import nn
+
+from prunekit.errors import ConfigError, NoUnitsError, UnreachableTargetError
+
+if TYPE_CHECKING:
+    from prunekit.graph import Graph, Unit
+
+_MISSING: Any = object()
+
+
+class _Target(BaseModel):
+    """A target; the main field may be given positionally: KeepBlocks(5), ParamsRatio(0.5)."""
+
+    model_config = ConfigDict(extra="forbid")
+    _positional: ClassVar[str] = ""
+
+    def __init__(self, value: Any = _MISSING, /, **data: Any) -> None:
+        if value is not _MISSING:
+            data[self._positional] = value
+        super().__init__(**data)
+
+
+class KeepBlocks(_Target):
+    """Keep `n` blocks (removable leaf units); with `per_group`, keep `n` in every group of
+    sibling blocks (blocks sharing a container, e.g. each residual group of RCAN)."""
+
+    _positional: ClassVar[str] = "n"
+    kind: Literal["keep_blocks"] = "keep_blocks"
+    n: int
+    per_group: bool = False
+
+
+class ParamsRatio(_Target):
+    """Keep at most `keep` x the dense model's parameters, 0 < keep <= 1."""
+
+    _positional: ClassVar[str] = "keep"
+    kind: Literal["params_ratio"] = "params_ratio"
+    keep: float
+
+
+class FlopsRatio(_Target):
+    """Keep at most `keep` x the dense model's FLOPs (profile.flops convention), 0 < keep <= 1."""
+
+    _positional: ClassVar[str] = "keep"
+    kind: Literal["flops_ratio"] = "flops_ratio"
+    keep: float
+
+
+class ChannelRatio(_Target):
+    """Remove the fraction `prune` of the output channels of every prunable layer group (width
+    pruning, see prunekit.channels); `ignore` lists layer paths whose outputs stay intact."""
+
+    _positional: ClassVar[str] = "prune"
+    kind: Literal["channel_ratio"] = "channel_ratio"
+    prune: float
+    ignore: list[str] = Field(default_factory=list)
+
+
+Target = Annotated[Union[KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio], Field(discriminator="kind")]
+_TARGET_ADAPTER: TypeAdapter = TypeAdapter(Target)
+
+
+def parse_target(obj: Any) -> KeepBlocks | ParamsRatio | FlopsRatio | ChannelRatio:
+    """A target from a dict / JSON string (as written by `model_dump`) or an existing target."""
+    if isinstance(obj, (KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio)):
+        return obj
+    try:
+        if isinstance(obj, (str, bytes)):
+            return _TARGET_ADAPTER.validate_json(obj)
+        return _TARGET_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid pruning target {obj!r}; kinds: keep_blocks, params_ratio, flops_ratio, channel_ratio ({exc})"
+        ) from None
+
+
+def _removal_order(blocks: list[Unit], scores: dict[str, float]) -> list[Unit]:
+    """Lowest score first; on ties the later block goes first."""
+    position = {u.path: i for i, u in enumerate(blocks)}
+    return sorted(blocks, key=lambda u: (scores[u.path], -position[u.path]))
+
+
+def _check_ratio(target: ParamsRatio | FlopsRatio) -> None:
+    if not 0.0 < target.keep <= 1.0:
+        raise UnreachableTargetError(f"{target!r}: keep must be in (0, 1], got {target.keep}")
+
+
+def _keep_blocks(blocks: list[Unit], scores: dict[str, float], target: KeepBlocks) -> list[Unit]:
+    if target.n < 1:
+        raise UnreachableTargetError(f"{target!r}: keeping {target.n} blocks would remove every block")
+    if not target.per_group:
+        if target.n > len(blocks):
+            raise UnreachableTargetError(f"{target!r}: the model has only {len(blocks)} removable blocks")
+        return _removal_order(blocks, scores)[: len(blocks) - target.n]
+    groups: dict[str, list[Unit]] = {}
+    for unit in blocks:
+        groups.setdefault(unit.path.rpartition(".")[0], []).append(unit)
+    removed: list[Unit] = []
+    for container, members in groups.items():
+        if target.n > len(members):
+            sizes = {k or "<root>": len(v) for k, v in groups.items()}
+            raise UnreachableTargetError(
+                f"{target!r}: group {container or '<root>'!r} has only {len(members)} blocks (group sizes: {sizes})"
+            )
+        removed += _removal_order(members, scores)[: len(members) - target.n]
+    return removed
+
+
+def _greedy(order: list[Unit], cost: dict[str, int], total: int, limit: float) -> list[Unit]:
+    """The shortest prefix of `order` whose removal brings `total` down to `limit` or below."""
+    removed: list[Unit] = []
+    remaining = total
+    for unit in order:
+        if remaining <= limit:
+            break
+        removed.append(unit)
+        remaining -= cost[unit.path]
+    return removed
+
+
+def _too_far(target: Any, what: str, total: int, limit: float, floor: int) -> UnreachableTargetError:
+    return UnreachableTargetError(
+        f"{target!r}: needs at most {limit:,.0f} {what} of {total:,}, but removing all blocks but one "
+        f"still leaves {floor:,} ({floor / total:.4f} of the dense model)"
+    )
+
+
+def select_units(
+    model: nn.Module,
+    graph: Graph,
+    scores: dict[str, float],
+    target: KeepBlocks | ParamsRatio | FlopsRatio | ChannelRatio,
+    example_inputs: Any = None,
+) -> list[str]:
+    """Paths of the blocks to remove so that `target` is met, in model order.
+
+    Blocks (removable leaf units) are removed lowest score first until the target holds. Params
+    are accounted exactly from the units; FLOPs are accounted from the units and then verified by
+    profiling the reduced model on `example_inputs` (more blocks are removed while the measured
+    FLOPs still exceed the target). A ChannelRatio selects no blocks.
+    """
+    if isinstance(target, ChannelRatio):
+        return []
+    blocks = graph.leaves()
+    if not blocks:
+        raise NoUnitsError(f"{type(model).__name__} has no removable blocks (found {len(graph.units)} units)")
+    missing = [u.path for u in blocks if u.path not in scores]
+    if missing:
+        raise ConfigError(f"the scores have no value for blocks {missing}")
+    order = _removal_order(blocks, scores)
+
+    if isinstance(target, KeepBlocks):
+        removed = _keep_blocks(blocks, scores, target)
+    elif isinstance(target, ParamsRatio):
+        _check_ratio(target)
+        cost = {u.path: u.params for u in blocks}
+        limit = target.keep * graph.total_params
+        removed = _greedy(order, cost, graph.total_params, limit)
+        if len(removed) == len(blocks) or graph.total_params - sum(cost[u.path] for u in removed) > limit:
+            floor = graph.total_params - sum(cost.values()) + cost[order[-1].path]
+            raise _too_far(target, "parameters", graph.total_params, limit, floor)
+    elif isinstance(target, FlopsRatio):
+        _check_ratio(target)
+        removed = _select_flops(model, graph, blocks, order, target, example_inputs)
+    else:
+        raise ConfigError(f"unknown pruning target {target!r}")
+    chosen = {u.path for u in removed}
+    return [u.path for u in blocks if u.path in chosen]
+
+
+def _select_flops(
+    model: nn.Module, graph: Graph, blocks: list[Unit], order: list[Unit], target: FlopsRatio, example_inputs: Any
+) -> list[Unit]:
+    from prunekit import profile
+    from prunekit.surgery import remove_units
+
+    total = profile.flops(model, example_inputs) if example_inputs is not None else graph.total_flops
+    if total <= 0:
+        raise ConfigError("FLOPs of the dense model are unknown; pass example_inputs to select_units")
+    cost = {u.path: u.flops for u in blocks}
+    limit = target.keep * total
+    removed = _greedy(order, cost, total, limit)
+
+    def measured(units: list[Unit]) -> int:
+        if example_inputs is None:
+            return total - sum(cost[u.path] for u in units)
+        return profile.flops(remove_units(model, [u.path for u in units]), example_inputs)
+
+    after = measured(removed)
+    while after > limit and len(removed) < len(blocks):
+        removed.append(order[len(removed)])
+        after = measured(removed)
+    if len(removed) == len(blocks) or after > limit:
+        floor = measured(order[:-1])
+        raise _too_far(target, "FLOPs", total, limit, floor)
+    return removed

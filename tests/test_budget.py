@@ -1,0 +1,161 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit import profile
+from prunekit.budget import (
+    ChannelRatio,
+    FlopsRatio,
+    KeepBlocks,
+    ParamsRatio,
+    parse_target,
+    select_units,
+)
+from prunekit.errors import ConfigError, UnreachableTargetError
+from prunekit.graph import analyze
+from prunekit.surgery import remove_units
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+class Group(nn.Module):
+    """A residual group: blocks then a conv, all wrapped in a long skip."""
+
+    def __init__(self, c: int, n: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*[Block(c) for _ in range(n)])
+        self.conv = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(self.body(x))
+
+
+class Flat(nn.Module):
+    def __init__(self, c: int = 4, n: int = 6) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.Sequential(*[Block(c) for _ in range(n)])
+        self.tail = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.blocks(self.head(x)))
+
+
+class Grouped(nn.Module):
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.groups = nn.Sequential(Group(c, 3), Group(c, 4))
+        self.tail = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.groups(self.head(x)))
+
+
+X = torch.randn(1, 3, 8, 8)
+
+
+def setup(model: nn.Module):
+    graph = analyze(model, X)
+    blocks = [u.path for u in graph.leaves()]
+    # descending scores: the later a block, the lower its score
+    scores = {p: float(len(blocks) - i) for i, p in enumerate(blocks)}
+    return graph, blocks, scores
+
+
+def test_keep_blocks_removes_lowest_scores():
+    model = Flat()
+    graph, blocks, scores = setup(model)
+    assert len(blocks) == 6
+    scores["blocks.0"] = -1.0
+    assert select_units(model, graph, scores, KeepBlocks(3), X) == ["blocks.0", "blocks.4", "blocks.5"]
+    assert select_units(model, graph, scores, KeepBlocks(6), X) == []
+
+
+def test_keep_blocks_per_group():
+    model = Grouped()
+    graph, blocks, scores = setup(model)
+    assert blocks == [f"groups.0.body.{i}" for i in range(3)] + [f"groups.1.body.{i}" for i in range(4)]
+    removed = select_units(model, graph, scores, KeepBlocks(2, per_group=True), X)
+    assert removed == ["groups.0.body.2", "groups.1.body.2", "groups.1.body.3"]
+    removed_flat = select_units(model, graph, scores, KeepBlocks(2), X)
+    assert removed_flat == blocks[2:]
+    with pytest.raises(UnreachableTargetError, match="only 3 blocks"):
+        select_units(model, graph, scores, KeepBlocks(4, per_group=True), X)
+
+
+def test_params_ratio_meets_target_with_fewest_removals():
+    model = Flat()
+    graph, blocks, scores = setup(model)
+    block_params = graph.unit("blocks.0").params
+    target = ParamsRatio(0.7)
+    removed = select_units(model, graph, scores, target, X)
+    after = profile.count_params(remove_units(model, removed))
+    assert after <= 0.7 * graph.total_params
+    assert after + block_params > 0.7 * graph.total_params  # one block fewer would miss the target
+    assert removed == blocks[len(blocks) - len(removed):]
+
+
+def test_flops_ratio_verified_by_profiling():
+    model = Flat()
+    graph, blocks, scores = setup(model)
+    dense = profile.flops(model, X)
+    removed = select_units(model, graph, scores, FlopsRatio(0.5), X)
+    after = profile.flops(remove_units(model, removed), X)
+    assert after <= 0.5 * dense
+    fewer = profile.flops(remove_units(model, removed[1:]), X)
+    assert fewer > 0.5 * dense
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (KeepBlocks(0), "every block"),
+        (KeepBlocks(7), "only 6 removable blocks"),
+        (ParamsRatio(0.0), r"\(0, 1\]"),
+        (ParamsRatio(1.5), r"\(0, 1\]"),
+        (ParamsRatio(0.05), "removing all blocks but one still leaves"),
+        (FlopsRatio(0.05), "removing all blocks but one still leaves"),
+    ],
+)
+def test_unreachable_targets(target, message):
+    model = Flat()
+    graph, _, scores = setup(model)
+    with pytest.raises(UnreachableTargetError, match=message):
+        select_units(model, graph, scores, target, X)
+
+
+def test_missing_scores_and_channel_target():
+    model = Flat()
+    graph, blocks, scores = setup(model)
+    assert select_units(model, graph, scores, ChannelRatio(0.5), X) == []
+    del scores[blocks[0]]
+    with pytest.raises(ConfigError, match="blocks.0"):
+        select_units(model, graph, scores, KeepBlocks(2), X)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [KeepBlocks(3, per_group=True), ParamsRatio(keep=0.4), FlopsRatio(0.25), ChannelRatio(0.5, ignore=["tail"])],
+)
+def test_targets_round_trip_json(target):
+    text = target.model_dump_json()
+    assert json.loads(text)["kind"] == target.kind
+    assert parse_target(text) == target
+    assert parse_target(json.loads(text)) == target
+
+
+def test_parse_target_rejects_bad_input():
+    with pytest.raises(ConfigError, match="keep_blocks"):
+        parse_target({"kind": "keep_everything"})
+    with pytest.raises(ConfigError):
+        parse_target({"kind": "keep_blocks", "n": 2, "extra": 1})
