@@ -1,5 +1,33 @@
-"""(to be written)"""
+"""Video super-resolution metrics under the official TecoGAN protocol: PSNR and SSIM on Y, LPIPS,
+tOF and tLP100, with the frame and sequence averages of the published tables.
+
+Public names are imported on first use, so worker processes that only need the CPU metric modules
+do not pay for importing torch and lpips."""
+
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "VideoMetrics": "tecogan_plugin.metrics.video_metrics",
+    "ALL_METRICS": "tecogan_plugin.metrics.video_metrics",
+    "MetricsReport": "tecogan_plugin.metrics.report",
+    "SequenceScores": "tecogan_plugin.metrics.report",
+    "evaluate_folders": "tecogan_plugin.metrics.folders",
+}
+__all__ = [*_PUBLIC, "register"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(registries) -> None:
-    """Add this area's names to the prunekit registries."""
+    """Add the `tecogan.video` evaluator and the `prunekit eval` command."""
+    from tecogan_plugin.metrics.command import register_command
+    from tecogan_plugin.metrics.video_metrics import VideoMetrics
+
+    registries.evaluators.register("tecogan.video", VideoMetrics)
+    register_command(registries.commands)

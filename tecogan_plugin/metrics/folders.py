@@ -1,0 +1,77 @@
+"""`evaluate_folders`: score per-sequence folders of PNG frames (outputs vs targets)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from prunekit.errors import DataError
+from tecogan_plugin.metrics.report import MetricsReport
+from tecogan_plugin.metrics.video_metrics import VideoMetrics
+
+
+# Minimal reader until tecogan_plugin.data.frames (list_frames / read_frame) is committed.
+def list_frames(seq_dir: Path) -> list[Path]:
+    """Official listing: `.png` files not starting with "IB", ordered by the integer of their digits."""
+    if not seq_dir.is_dir():
+        raise DataError(f"{seq_dir}: sequence folder does not exist")
+    names = [p.name for p in seq_dir.iterdir() if p.name.endswith(".png") and not p.name.startswith("IB")]
+    names.sort(key=lambda n: (int("".join(c for c in n if c.isdigit()) or -1), n))
+    return [seq_dir / n for n in names]
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """PNG -> (H,W,3) uint8 RGB, as cv2.imread + BGR->RGB."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"{path}: cannot read PNG")
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _read_all(paths: list[Path]) -> np.ndarray:
+    # PNG decoding releases the GIL, so a few threads overlap it with each other.
+    with ThreadPoolExecutor(4) as ex:
+        frames = list(ex.map(read_frame, paths))
+    sizes = {f.shape for f in frames}
+    if len(sizes) > 1:
+        raise DataError(f"{paths[0].parent}: frames have different sizes {sorted(sizes)}")
+    return np.stack(frames)
+
+
+def sequence_names(gt_root: str | os.PathLike) -> list[str]:
+    """The sequence folders under `gt_root`, sorted by name."""
+    root = Path(gt_root)
+    if not root.is_dir():
+        raise DataError(f"{root}: target folder does not exist")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not names:
+        raise DataError(f"{root}: no sequence sub-folders")
+    return names
+
+
+def evaluate_folders(
+    pred_root: str | os.PathLike, gt_root: str | os.PathLike, sequences: list[str] | None = None, **opts
+) -> MetricsReport:
+    """Score `pred_root/<seq>/*.png` against `gt_root/<seq>/*.png` for each sequence (default: every
+    sub-folder of `gt_root`). Frames are listed by the official rule. `opts` go to VideoMetrics."""
+    pred_root, gt_root = Path(pred_root), Path(gt_root)
+    if not pred_root.is_dir():
+        raise DataError(f"{pred_root}: output folder does not exist")
+    names = list(sequences) if sequences else sequence_names(gt_root)
+    with VideoMetrics(**opts) as vm:
+        for name in names:
+            gt_paths = list_frames(gt_root / name)
+            pred_paths = list_frames(pred_root / name)
+            if len(gt_paths) != len(pred_paths):
+                raise DataError(
+                    f"sequence {name!r}: {pred_root / name} has {len(pred_paths)} frames but "
+                    f"{gt_root / name} has {len(gt_paths)}"
+                )
+            if not gt_paths:
+                raise DataError(f"{gt_root / name}: no .png frames")
+            vm.update(name, _read_all(pred_paths), _read_all(gt_paths))
+        return vm.compute()

@@ -1,0 +1,68 @@
+"""CPU work for a run of consecutive frames, in a form a worker process can run.
+
+The parent process cuts a sequence into chunks and sends each to a process pool, so Farneback flow
+(tOF), PSNR and SSIM of different chunks run on different cores while the parent runs LPIPS."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+
+import cv2
+import numpy as np
+
+from tecogan_plugin.metrics.protocol import crop_8x8
+from tecogan_plugin.metrics.psnr import psnr_y
+from tecogan_plugin.metrics.ssim import ssim_y
+from tecogan_plugin.metrics.tof import grey, tof_frame
+
+
+def chunk_metrics(
+    gt: np.ndarray, pred: np.ndarray, metrics: tuple[str, ...], with_prev: bool
+) -> dict[str, list[float]]:
+    """Metrics of the frames of (K,H,W,3) uint8 chunks.
+
+    With `with_prev`, frame 0 is the previous evaluated frame and serves only as the start of the
+    first flow; otherwise the first frame gets spatial metrics and no tOF (it opens the sequence).
+    `metrics` is a subset of ("psnr", "ssim", "tof")."""
+    out: dict[str, list[float]] = {m: [] for m in metrics}
+    first = 1 if with_prev else 0
+    if "tof" in metrics:
+        greys_gt = [grey(f) for f in gt]
+        greys_pred = [grey(f) for f in pred]
+        for j in range(1, len(gt)):
+            out["tof"].append(tof_frame(greys_gt[j - 1], greys_gt[j], greys_pred[j - 1], greys_pred[j]))
+    for j in range(first, len(gt)):
+        g, p = crop_8x8(gt[j]), crop_8x8(pred[j])
+        if "psnr" in metrics:
+            out["psnr"].append(psnr_y(g, p))
+        if "ssim" in metrics:
+            out["ssim"].append(ssim_y(g, p))
+    return out
+
+
+def _init_worker() -> None:
+    # One OpenCV thread per worker: the pool itself provides the parallelism.
+    cv2.setNumThreads(1)
+
+
+def warm_up() -> None:
+    """A no-op task: submitting one per worker makes the pool start all workers early."""
+
+
+def make_pool(workers: int) -> Executor:
+    """A process pool for `chunk_metrics`. Workers are spawned (not forked) so they never inherit
+    the parent's torch/BLAS thread state."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+
+
+class InlineExecutor(Executor):
+    """Runs submitted work immediately in this process (tof_workers=0)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future, like a pool would
+            fut.set_exception(exc)
+        return fut
