@@ -314,7 +314,7 @@ def test_open_folder_and_reds(tmp_path):
 
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory) -> Path:
-    return ensure_builtin(tmp_path_factory.mktemp("cache") / "builtin")
+    return ensure_builtin(tmp_path_factory.getbasetemp() / "tecogan-builtin")  # shared by both files
 
 
 def test_builtin_layout_and_readable(builtin):

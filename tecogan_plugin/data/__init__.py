@@ -95,3 +95,6 @@ def register(registries) -> None:
     registries.datasets.register("tos3", _test_set("tos3", TOS3))
     registries.datasets.register("reds", reds)
     registries.datasets.register("folder", folder)
+    from tecogan_plugin.data.lmdb_store import register_command
+
+    register_command(registries)

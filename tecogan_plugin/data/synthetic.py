@@ -40,9 +40,10 @@ class Part:
     photos: tuple[str, ...]
 
 
-# Test frames are 144x208: the official crop_8x8 keeps a 128x192 centre (8 px border), LR 36x52.
+# Train frames are 192 px so moving-first-frame windows (up to 36 px of drift) still hold a
+# 136 px crop. Test frames are 144x208: the official crop_8x8 keeps a 128x192 centre (8 px border), LR 36x52.
 PARTS = (
-    Part("train", 20, 160, 160, ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+    Part("train", 20, 192, 192, ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                                  "retina", "stereo_motorcycle_right", "astronaut", "coffee")),
     Part("test", 12, 144, 208, ("coffee", "astronaut", "stereo_motorcycle_left")),
 )
