@@ -8,8 +8,8 @@ handles so that the ops super-resolution models use are all counted consistently
   (the output element count already includes the channels);
 * grid_sample: 4 taps (bilinear), 1 (nearest) or 16 (bicubic) per output element;
 * element-wise add / sub / mul / div (residual adds, scaling): 1 per output element;
-* pixel_shuffle / pixel_unshuffle and common activations / max-pooling: 0 (data movement
-  or comparisons, like fvcore's own treatment of ReLU);
+* pixel_shuffle / pixel_unshuffle, padding, grid construction (linspace / meshgrid) and common
+  activations / max-pooling: 0 (data movement or comparisons, like fvcore's own treatment of ReLU);
 * ConvTranspose: fvcore counts it at its INPUT resolution (N x Cin x Cout/g x k^2 x Hin x Win,
   the true number of MACs); pass ``conv_transpose="output"`` to count it at the output
   resolution as some published profilers did.
@@ -50,6 +50,7 @@ _FREE_OPS = (
     "aten::tanh", "aten::tanh_", "aten::gelu", "aten::silu", "aten::silu_",
     "aten::hardtanh", "aten::hardtanh_", "aten::elu", "aten::elu_", "aten::prelu",
     "aten::max_pool2d", "aten::neg",
+    "aten::pad", "aten::reflection_pad2d", "aten::replication_pad2d", "aten::linspace", "aten::meshgrid",
 )
 _GRID_SAMPLE_TAPS = {0: 4, 1: 1, 2: 16}  # interpolation_mode: bilinear, nearest, bicubic
 
