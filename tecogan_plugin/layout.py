@@ -1,5 +1,31 @@
-"""(to be written)"""
+"""How FRNet may be pruned: SRNet's residual blocks are the removable units, FNet is kept whole.
+
+Depth: only `srnet.resblocks.*` are offered as units. Width: SRNet's 64-channel feature stream
+(conv_in -> every block -> conv_up) is one torch-pruning channel group; `srnet.conv_out` must keep
+its 3 RGB outputs. FNet is protected by default (its flow feeds the warp, and the published study
+prunes only SRNet); `frnet_layout(open_fnet=True)`, registered as `tecogan.frnet.open_fnet`, lets
+width pruning reach FNet too, keeping only its 2-channel flow head fixed.
+"""
+
+from __future__ import annotations
+
+from prunekit.graph import Layout
+
+FNET_CONVS = [
+    f"fnet.{part}.{i}"
+    for part in ("encoder1", "encoder2", "encoder3", "decoder1", "decoder2", "decoder3", "flow")
+    for i in (0, 2)
+]
+
+
+def frnet_layout(open_fnet: bool = False) -> Layout:
+    """The FRNet layout; `open_fnet=True` opens FNet for channel pruning (its flow output stays 2 channels)."""
+    if open_fnet:
+        return Layout(include=["srnet.resblocks.*"], channel_ignore=["fnet.flow.2", "srnet.conv_out"])
+    return Layout(include=["srnet.resblocks.*"], protect=["fnet"], channel_ignore=[*FNET_CONVS, "srnet.conv_out"])
 
 
 def register(registries) -> None:
-    """Add this area's names to the prunekit registries."""
+    """Layouts `tecogan.frnet` (FNet protected) and `tecogan.frnet.open_fnet`."""
+    registries.layouts.register("tecogan.frnet", frnet_layout())
+    registries.layouts.register("tecogan.frnet.open_fnet", frnet_layout(open_fnet=True))

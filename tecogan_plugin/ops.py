@@ -36,16 +36,20 @@ def backward_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample `x` at `p + flow(p)` (flow in pixels, channel 0 = horizontal, 1 = vertical).
 
     Bilinear with border padding on an `align_corners=True` grid, as TecoGAN-PyTorch does.
+    Sampling runs in at least fp32: a half-precision grid would misplace samples by ~W/4000 pixels.
     """
     n, _, h, w = x.shape
     if flow.shape[0] != n or flow.shape[1] != 2 or flow.shape[2:] != x.shape[2:]:
         raise InputShapeError(f"backward_warp: flow of shape {tuple(flow.shape)} does not fit image {tuple(x.shape)}")
-    gx = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=flow.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
-    gy = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=flow.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    flow = flow.to(dtype)
+    gx = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+    gy = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=dtype).view(1, 1, h, 1).expand(n, 1, h, w)
     grid = torch.cat([gx, gy], 1)
     flow = torch.cat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], 1)
     grid = (grid + flow).permute(0, 2, 3, 1)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.to(x.dtype)
 
 
 def bicubic_taps(scale: int, a: float = -0.75) -> torch.Tensor:
