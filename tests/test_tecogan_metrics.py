@@ -197,3 +197,12 @@ def test_five_frame_sequence_has_spatial_but_no_temporal_values():
     assert report.count("tof") == 2
     assert report.sequence_avg("tof") == pytest.approx(float(report.sequence("long").mean("tof")))
     assert any("short" in n for n in report.notes)
+
+
+def test_worker_modules_do_not_import_torch():
+    """Spawned tOF/PSNR/SSIM workers start in about a second only if their modules avoid torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, tecogan_plugin.metrics.frame_jobs; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -6,30 +6,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from prunekit.errors import DataError
+from tecogan_plugin.data.frames import list_frames, read_frame
 from tecogan_plugin.metrics.report import MetricsReport
 from tecogan_plugin.metrics.video_metrics import VideoMetrics
-
-
-# Minimal reader until tecogan_plugin.data.frames (list_frames / read_frame) is committed.
-def list_frames(seq_dir: Path) -> list[Path]:
-    """Official listing: `.png` files not starting with "IB", ordered by the integer of their digits."""
-    if not seq_dir.is_dir():
-        raise DataError(f"{seq_dir}: sequence folder does not exist")
-    names = [p.name for p in seq_dir.iterdir() if p.name.endswith(".png") and not p.name.startswith("IB")]
-    names.sort(key=lambda n: (int("".join(c for c in n if c.isdigit()) or -1), n))
-    return [seq_dir / n for n in names]
-
-
-def read_frame(path: Path) -> np.ndarray:
-    """PNG -> (H,W,3) uint8 RGB, as cv2.imread + BGR->RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"{path}: cannot read PNG")
-    return np.ascontiguousarray(img[:, :, ::-1])
 
 
 def _read_all(paths: list[Path]) -> np.ndarray:

@@ -11,6 +11,7 @@ the distances are the package's own operations in its own order."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import lpips
 import torch
@@ -51,7 +52,10 @@ class LpipsScorer:
 
     def __init__(self, backbone_file, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
-        model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():
+            # lpips builds its random trunk with torchvision's deprecated `pretrained=False`.
+            warnings.filterwarnings("ignore", message=".*(pretrained|weight enum)", category=UserWarning)
+            model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", pnet_rand=True, verbose=False)
         _load_trunk(model, backbone_file)
         self.model = model.to(self.device).eval()
         # uint8 -> [-1, 1] exactly as x / 127.5 - 1 computed in float64 and stored as float32.

@@ -1,14 +1,14 @@
 """The official TecoGAN evaluation protocol's shared rules: which frames count, the border crop,
 the size alignment of output and target, PNG-equivalent quantisation and the Y channel.
 
-Every metric module builds on these, so a rule lives in exactly one place. This module (like the
-other CPU metric modules) does not import torch, so worker processes start quickly."""
+Every metric module builds on these, so a rule lives in exactly one place. This module and the other
+CPU metric modules that worker processes load (psnr, ssim, tof, frame_jobs) must not import torch,
+directly or through `prunekit` (whose package init imports it): a spawned worker would then need
+seconds to start instead of a fraction of one. Errors are therefore imported where they are raised."""
 
 from __future__ import annotations
 
 import numpy as np
-
-from prunekit.errors import DataError
 
 CUT_FRAMES = 2
 """Frames skipped at each end of a sequence by the official script."""
@@ -30,6 +30,8 @@ def crop_8x8_box(height: int, width: int) -> tuple[int, int, int, int]:
 
     h, w = side(height), side(width)
     if h <= 0 or w <= 0:
+        from prunekit.errors import DataError
+
         raise DataError(
             f"frame size {width}x{height} is too small for the official border crop "
             f"(needs at least 48 px per side, got crop {max(w, 0)}x{max(h, 0)})"
@@ -58,6 +60,8 @@ def evaluated_frames(n_frames: int, cut_frames: int = CUT_FRAMES) -> range:
 def check_length(name: str, n_frames: int, cut_frames: int = CUT_FRAMES) -> None:
     """A sequence must keep at least one frame after cutting `cut_frames` from each end."""
     if n_frames <= 2 * cut_frames:
+        from prunekit.errors import DataError
+
         raise DataError(
             f"sequence {name!r} has {n_frames} frame(s); the protocol skips {cut_frames} at each end, "
             f"so at least {2 * cut_frames + 1} are needed for PSNR/SSIM/LPIPS and "
@@ -75,6 +79,8 @@ def common_size(name: str, pred_hw: tuple[int, int], gt_hw: tuple[int, int], max
     """
     (ph, pw), (gh, gw) = pred_hw, gt_hw
     if abs(ph - gh) > max_crop or abs(pw - gw) > max_crop:
+        from prunekit.errors import DataError
+
         raise DataError(
             f"sequence {name!r}: output frames are {pw}x{ph} but target frames are {gw}x{gh}; "
             f"sizes may differ by at most {max_crop} px per side (top-left crop), got "
