@@ -49,8 +49,9 @@ def _remove_in_place(model: nn.Module, paths: list[str]) -> None:
     for path in _outermost(paths):
         parent, _, name = path.rpartition(".")
         by_parent.setdefault(parent, []).append(name)
-    for parent_path, names in by_parent.items():
-        parent = model.get_submodule(parent_path)
+    # resolve every parent before editing: re-indexing one container renames paths below it
+    parents = [(model.get_submodule(parent_path), names) for parent_path, names in by_parent.items()]
+    for parent, names in parents:
         if isinstance(parent, (nn.Sequential, nn.ModuleList)):
             kept = [m for name, m in parent.named_children() if name not in names]
             for name in list(parent._modules):
@@ -102,10 +103,5 @@ def apply(model: nn.Module, plan: "Plan", example_inputs: Any = None) -> nn.Modu
         from prunekit import channels
 
         inputs = example_inputs if example_inputs is not None else example_inputs_from_shapes(plan.input_shapes)
-        modules = dict(pruned.named_modules())
-        for step in plan.channels:
-            path = step.model_dump().get("path", step.model_dump().get("layer"))
-            if path not in modules:
-                raise PlanMismatchError(f"the plan prunes channels of {path!r}, but the model has no such layer")
         channels.apply_channels(pruned, inputs, plan.channels)
     return pruned

@@ -1,0 +1,166 @@
+"""The pruning plan: a small JSON record of what to remove, replayable on a freshly built model.
+
+`plan()` is the decision step: a strategy scores the removable units, a budget turns the scores into
+a removal set, and width targets add channel steps. The plan's stats are measured by applying it to
+a copy, so "after" numbers are what the pruned model really has.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+import prunekit
+from prunekit import budget, profile, strategies
+from prunekit.channels import ChannelStep, plan_channels
+from prunekit.errors import ConfigError, NoUnitsError
+from prunekit.graph import Graph, Layout, input_shapes
+
+PLAN_VERSION = 1
+
+BlockTarget = (budget.KeepBlocks, budget.ParamsRatio, budget.FlopsRatio)
+Target = budget.Target
+
+
+class Stats(BaseModel):
+    """Parameter and FLOP counts before and after (FLOPs: fvcore MACs, one multiply-add = 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+
+    @property
+    def params_kept(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    @property
+    def flops_kept(self) -> float:
+        return self.flops_after / self.flops_before if self.flops_before else 1.0
+
+
+class Plan(BaseModel):
+    """What to remove from a model. `removed` holds paths of the dense model; channel steps name
+    layers of the model after those removals."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = PLAN_VERSION
+    prunekit_version: str = prunekit.__version__
+    removed: list[str] = Field(default_factory=list)
+    channels: list[ChannelStep] = Field(default_factory=list)
+    strategy: str | None = None
+    strategy_kwargs: dict[str, Any] = Field(default_factory=dict)
+    targets: list[Target] = Field(default_factory=list)
+    scores: dict[str, float] = Field(default_factory=dict)
+    stats: Stats
+    input_shapes: dict[str, list[int]] = Field(default_factory=dict)
+
+    @classmethod
+    def identity(cls, model: nn.Module, example_inputs: Any = None) -> "Plan":
+        """A plan that removes nothing (a dense model's checkpoint); FLOPs are 0 without inputs."""
+        n = profile.count_params(model)
+        f = profile.flops(model, example_inputs) if example_inputs is not None else 0
+        shapes = input_shapes(example_inputs) if example_inputs is not None else {}
+        return cls(stats=Stats(params_before=n, params_after=n, flops_before=f, flops_after=f), input_shapes=shapes)
+
+    def save(self, path: str) -> None:
+        """Write the plan as JSON, atomically."""
+        from prunekit.checkpoint import write_atomic
+
+        write_atomic(path, self.model_dump_json(indent=2).encode())
+
+
+def _split_targets(targets: list[Any]) -> tuple[Any | None, Any | None]:
+    blocks = [t for t in targets if isinstance(t, BlockTarget)]
+    widths = [t for t in targets if isinstance(t, budget.ChannelRatio)]
+    other = [t for t in targets if t not in blocks and t not in widths]
+    if other:
+        raise ConfigError(f"unknown target {other[0]!r}; expected KeepBlocks, ParamsRatio, FlopsRatio or ChannelRatio")
+    if len(blocks) > 1 or len(widths) > 1:
+        raise ConfigError(
+            f"at most one block target and one ChannelRatio may be combined, got {[t.kind for t in targets]}"
+        )
+    return (blocks[0] if blocks else None), (widths[0] if widths else None)
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def plan(
+    model: nn.Module,
+    graph: Graph,
+    strategy: str | strategies.Strategy = "block_influence",
+    target: Any = None,
+    data: Any = None,
+    layout: Layout | None = None,
+    **strategy_kwargs: Any,
+) -> Plan:
+    """Decide what to remove from `model` (analysed as `graph`) to meet `target`.
+
+    `target` is a KeepBlocks / ParamsRatio / FlopsRatio / ChannelRatio or a list of one block target
+    and one ChannelRatio (default KeepBlocks(5)). `strategy` is a registered name or a Strategy;
+    strategies that need calibration data use the graph's example inputs when `data` is None.
+    """
+    from prunekit.surgery import apply, remove_units
+
+    targets = list(target) if isinstance(target, (list, tuple)) else [target or budget.KeepBlocks(n=5)]
+    block_target, width_target = _split_targets(targets)
+    layout = layout or graph.layout
+    example_inputs = graph.example_inputs
+    if example_inputs is None:
+        raise ConfigError("this Graph carries no example inputs (it was loaded, not made by analyze); re-run analyze")
+
+    scorer = strategies.get_strategy(strategy, **strategy_kwargs) if isinstance(strategy, str) else strategy
+    removed: list[str] = []
+    scores: dict[str, float] = {}
+    if block_target is not None:
+        units = graph.removable()
+        if not units:
+            raise NoUnitsError(
+                f"{type(model).__name__} has no removable units (found {len(graph.units)} units, none removable); "
+                "declare some in a Layout or use a ChannelRatio target"
+            )
+        if data is None and getattr(scorer, "needs_data", False):
+            data = [example_inputs]  # the traced inputs serve as a one-batch calibration set
+        scores = {k: float(v) for k, v in scorer.score(model, graph, units, data).items()}
+        removed = list(budget.select_units(model, graph, scores, block_target, example_inputs))
+
+    steps: list[Any] = []
+    if width_target is not None:
+        reduced = remove_units(model, removed)
+        steps = plan_channels(reduced, example_inputs, width_target, layout=layout)
+
+    before_params = profile.count_params(model)
+    before_flops = graph.total_flops or profile.flops(model, example_inputs)
+    draft = Plan(
+        removed=removed,
+        channels=steps,
+        strategy=getattr(scorer, "name", type(scorer).__name__) if block_target is not None else None,
+        strategy_kwargs={k: v for k, v in strategy_kwargs.items() if _jsonable(v)},
+        targets=targets,
+        scores=scores,
+        stats=Stats(params_before=before_params, params_after=before_params, flops_before=before_flops, flops_after=before_flops),
+        input_shapes=input_shapes(example_inputs),
+    )
+    pruned = apply(model, draft, example_inputs)
+    draft.stats.params_after = profile.count_params(pruned)
+    draft.stats.flops_after = profile.flops(pruned, example_inputs)
+    return draft
+
+
+def load_plan(path: str) -> Plan:
+    """Read and validate a plan JSON file (CheckpointError names the file and the problem)."""
+    from prunekit.checkpoint import read_plan
+
+    return read_plan(path)

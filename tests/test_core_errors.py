@@ -1,0 +1,63 @@
+"""Every bad input of the core API raises its typed error, with a message naming the problem."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from zoo import one_thread  # noqa: F401  (autouse)
+import prunekit as pk
+
+
+@pytest.fixture()
+def edsr():
+    model = zoo.EDSR(nb=4)
+    return model, pk.analyze(model, zoo.image())
+
+
+def test_unknown_strategy_lists_registered(edsr) -> None:
+    model, graph = edsr
+    with pytest.raises(pk.UnknownNameError, match="no_such_strategy.*magnitude"):
+        pk.plan(model, graph, strategy="no_such_strategy", target=pk.KeepBlocks(n=2))
+
+
+def test_keep_more_blocks_than_exist(edsr) -> None:
+    model, graph = edsr
+    with pytest.raises(pk.UnreachableTargetError, match="5"):
+        pk.plan(model, graph, strategy="magnitude", target=pk.KeepBlocks(n=5))
+
+
+def test_remove_everything(edsr) -> None:
+    model, graph = edsr
+    with pytest.raises(pk.UnreachableTargetError):
+        pk.plan(model, graph, strategy="magnitude", target=pk.KeepBlocks(n=0))
+
+
+def test_model_without_units() -> None:
+    model = zoo.PlainCNN()
+    graph = pk.analyze(model, zoo.image())  # analysis itself succeeds and reports 0 units
+    assert graph.units == []
+    with pytest.raises(pk.NoUnitsError, match="PlainCNN"):
+        pk.plan(model, graph, strategy="magnitude", target=pk.KeepBlocks(n=1))
+
+
+def test_wrong_input_shape_names_shapes() -> None:
+    with pytest.raises(pk.InputShapeError, match=r"arg0.*\[2, 5, 8, 8\]"):
+        pk.analyze(zoo.EDSR(), torch.rand(2, 5, 8, 8))
+
+
+def test_two_block_targets_are_a_config_error(edsr) -> None:
+    model, graph = edsr
+    with pytest.raises(pk.ConfigError, match="keep_blocks"):
+        pk.plan(model, graph, strategy="magnitude", target=[pk.KeepBlocks(n=2), pk.ParamsRatio(keep=0.5)])
+
+
+def test_plan_for_another_model(edsr) -> None:
+    model, graph = edsr
+    p = pk.plan(model, graph, strategy="magnitude", target=pk.KeepBlocks(n=2))
+    with pytest.raises(pk.PlanMismatchError, match=r"parameters"):
+        pk.apply(zoo.EDSR(nb=5), p)
+    renamed = p.model_copy(update={"removed": ["trunk.0"]})
+    with pytest.raises(pk.PlanMismatchError, match="trunk.0"):
+        pk.apply(model, renamed)
