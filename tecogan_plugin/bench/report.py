@@ -6,28 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from prunekit.fileio import atomic_write
+
 METRICS = ("psnr", "ssim", "lpips", "tof", "tlp")
 METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "tof": "tOF ↓", "tlp": "tLP100 ↓"}
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(value: Any, digits: int) -> str:
