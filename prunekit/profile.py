@@ -205,6 +205,10 @@ def flop_report(
                 continue
             name = "" if name == prefix else name[len(prefix) + 1 :]
         by_module[name] = int(value)
+    canonical = {id(m): n for n, m in model.named_modules()}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if name not in by_module and canonical[id(module)] in by_module:  # a shared module's alias
+            by_module[name] = by_module[canonical[id(module)]]
     if unsupported:
         logger.warning("FLOPs not counted for ops without a handle: %s", unsupported)
     return FlopReport(total, by_module, by_operator, unsupported, conv_transpose)

@@ -186,7 +186,8 @@ def _spread_order(n: int) -> list[int]:
 @register_strategy("positional")
 class Positional(Strategy):
     """Remove blocks by position. `mode="last"` (default) removes the last blocks first, i.e.
-    keeps the first N, as the TecoGAN pruning study did; "first" removes from the front;
+    keeps the first N, like loading a dense checkpoint into a natively smaller network (the
+    TecoGAN study pruned positionally without saying which end); "first" removes from the front;
     "spread" removes evenly spaced blocks (middle first, then the middles of the halves, ...).
     Position is the order of `units` as given (model order for `graph.removable()`)."""
 
@@ -357,10 +358,12 @@ class Taylor(Strategy):
         def on_call(path: str, x: torch.Tensor, output: Any) -> None:
             calls.append((path, x, _unit_output(output)))
 
+        ran: set[str] = set()
         with eval_mode(model), torch.enable_grad(), _Recorder(model, paths, on_call):
             for batch, target in calib.batches():
                 calls.clear()
                 loss = calib.loss_fn(_run(model, _requires_grad(batch)), target)
+                ran.update(p for p, _, _ in calls)
                 usable = [(p, x, y) for p, x, y in calls if y.requires_grad]
                 if len(usable) != len(calls):
                     raise ConfigError("taylor: some unit outputs do not depend on the inputs; cannot differentiate")
@@ -368,6 +371,9 @@ class Taylor(Strategy):
                 for (path, x, y), g in zip(usable, grads):
                     if g is not None:
                         scores[path] += abs(float((g.double() * (y.detach().double() - x.detach().double())).sum()))
+        missing = [p for p in paths if p not in ran]
+        if missing:
+            raise ConfigError(f"units never ran on the calibration data: {missing}")
         return scores
 
 

@@ -150,3 +150,17 @@ def test_latency_on_cuda_copy_leaves_model_on_cpu():
     stats = profile.latency(net, torch.randn(1, 3, 16, 16), repeats=3, device="cuda")
     assert stats["device"].startswith("cuda")
     assert next(net.parameters()).device.type == "cpu"
+
+
+def test_shared_module_reported_under_every_path():
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+            self.inner = nn.Sequential(self.conv)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    by_module = profile.flops_by_module(Shared(), torch.randn(1, 2, 3, 3))
+    assert by_module["conv"] == by_module["inner.0"] == 2 * 2 * 9
