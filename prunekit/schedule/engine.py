@@ -1,0 +1,531 @@
+"""The train -> prune -> fine-tune engine.
+
+A run walks the config's stages with a cursor (stage, prune step, iteration, global step). Training
+phases (train, finetune, the fine-tune inside an iterative prune step) run optimiser steps on the
+task's loss (+ distillation); prune steps score, select and remove units through prunekit's core API.
+The cursor, model (+ plan), optimiser, task state and every rank's RNG go into atomic checkpoints, so
+`resume=True` continues exactly where the last checkpoint left off."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunekit.config import load_config, StrictModel
+from prunekit.errors import ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
+from prunekit.graph import analyze
+from prunekit.plan import Plan, plan as make_plan
+from prunekit.schedule import checkpoint as ckpt
+from prunekit.schedule import distributed as dd
+from prunekit.schedule.config import FinetuneStage, PruneStage, RunConfig, TaskConfig, TrainStage, _Training
+from prunekit.schedule.distill import Distiller, renumbered_path
+from prunekit.surgery import apply
+from prunekit.schedule.logging import MetricsLog, progress_bar
+from prunekit.schedule.task import StepContext, Task, call_train_batches
+
+
+@dataclass
+class StepInfo:
+    """Given to the `on_step` callback after every optimiser step."""
+
+    stage_index: int
+    stage: str
+    phase: str
+    iteration: int
+    global_step: int
+    loss: float
+    logs: dict[str, float]
+
+
+@dataclass
+class RunResult:
+    model: nn.Module
+    plan: Any
+    history: list[dict[str, Any]]
+    run_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Cursor:
+    stage: int = 0
+    prune_step: int = 0  # removals done in the current (iterative) prune stage
+    iteration: int = 0  # optimiser steps done in the current training phase
+    global_step: int = 0
+    target_met: bool = False  # the last removal of an iterative prune stage reached its target
+
+    def name(self) -> str:
+        """Checkpoint folder name; sorts in run order."""
+        return f"{self.global_step:09d}-{self.stage:03d}-{self.prune_step:03d}-{self.iteration:09d}"
+
+
+def build_task(cfg: TaskConfig) -> Task:
+    """Instantiate the task named in the config (registered name or `package.module:factory`)."""
+    from prunekit.models import resolve_factory
+    from prunekit.registry import TASKS
+
+    try:
+        factory = resolve_factory(cfg.name) if ":" in cfg.name else TASKS.get(cfg.name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"task.name: {exc}") from None
+    try:
+        return factory(**cfg.options)
+    except TypeError as exc:
+        raise ConfigError(f"task.options: {exc}") from None
+
+
+def _resolve_device(kind: str, d: dd.Dist) -> torch.device:
+    if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device: 'cuda' was asked for but no CUDA device is available")
+        return torch.device("cuda", d.local_rank)
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _is_channel(target: Any) -> bool:
+    from prunekit.budget import ChannelRatio
+
+    return isinstance(target, ChannelRatio)
+
+
+class _Engine:
+    def __init__(self, cfg: RunConfig, task: Task, run_dir: Path, progress: bool,
+                 on_step: Callable[[StepInfo], None] | None) -> None:
+        self.cfg, self.task, self.run_dir = cfg, task, run_dir
+        self.progress = progress and cfg.progress
+        self.on_step = on_step
+        self.dist, self._owns_group = dd.init(cfg.device)
+        self.device = _resolve_device(cfg.device, self.dist)
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.model: nn.Module | None = None
+        self.plan: Any = None
+        self.teacher: nn.Module | None = None
+        self.teacher_plan: Any = None
+        self.cursor = _Cursor()
+        self.last_eval: dict[str, float] = {}
+        self.last_eval_step = -1
+        self._reference: nn.Module | None = None
+        self._resume_opt: dict | None = None
+
+    # ----------------------------------------------------------------- setup
+    def reference(self) -> nn.Module:
+        """A freshly built dense model: the structure plan paths refer to."""
+        if self._reference is None:
+            with torch.random.fork_rng(devices=[]):
+                self._reference = self.task.build_model()
+        return self._reference
+
+    def initial_model(self) -> tuple[nn.Module, Any]:
+        model, plan = self.task.build_model(), None
+        init = self.cfg.init_checkpoint
+        if init is not None:
+            path = Path(init).expanduser()
+            if path.is_dir():
+                model, plan = ckpt.read_model(path, self.task.build_model)
+            elif hasattr(self.task, "load_init"):
+                model = self.task.load_init(model, path)
+            elif path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                model.load_state_dict(load_file(str(path)))
+            else:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model, plan
+
+    def preflight(self, model: nn.Module, plan: Any) -> None:
+        """Catch unreachable or unsupported prune stages before any training."""
+        from prunekit import strategies
+        from prunekit.budget import KeepBlocks
+
+        n_blocks: int | None = None
+        widths_pruned = bool(plan is not None and plan.channels)
+        for i, stage in enumerate(self.cfg.stages):
+            where = f"stages[{i}]"
+            if isinstance(stage, (TrainStage, FinetuneStage)):
+                self._check_batch(stage, where)
+                continue
+            targets = stage.targets()
+            try:
+                strategies.get_strategy(stage.strategy, **stage.strategy_kwargs)
+            except (PrunekitError, TypeError) as exc:
+                raise ConfigError(f"{where}.strategy: {exc}") from None
+            block = [t for t in targets if not _is_channel(t)]
+            if block and widths_pruned:
+                raise ConfigError(f"{where}.target: removing blocks after channels were pruned is not supported; "
+                                  "put block targets before channel targets")
+            if stage.iterative is not None:
+                if not block or len(targets) > 1:
+                    raise ConfigError(f"{where}.iterative: iterative pruning needs exactly one block target "
+                                      f"(keep_blocks, params_ratio or flops_ratio), got {[t.kind for t in targets]}")
+                self._check_batch(stage.iterative.finetune, f"{where}.iterative.finetune")
+            if n_blocks is None:
+                graph = analyze(model, self.task.example_inputs(), getattr(self.task, "layout", None))
+                n_blocks = len(graph.removable())
+            for t in block:
+                if isinstance(t, KeepBlocks):
+                    if t.n > n_blocks:
+                        raise ConfigError(f"{where}.target: keep {t.n} blocks is unreachable; the model has "
+                                          f"{n_blocks} removable blocks at this stage")
+                    n_blocks = t.n
+            widths_pruned = widths_pruned or any(_is_channel(t) for t in targets)
+
+    def _check_batch(self, stage: _Training, where: str) -> None:
+        import inspect
+
+        if stage.batch is not None and "batch_size" not in inspect.signature(self.task.train_batches).parameters:
+            raise ConfigError(f"{where}.batch: task {type(self.task).__name__} does not take a batch size")
+
+    def start(self, resume: bool) -> None:
+        _seed_everything(self.cfg.seed + self.dist.rank)
+        if hasattr(self.task, "setup"):
+            self.task.setup(self._context())
+        found = ckpt.list_checkpoints(self.ckpt_dir)
+        if resume and found:
+            self._load(found[-1])
+            self.log = MetricsLog(self.run_dir, self.dist.is_main, resume_rows=self._resume_rows)
+            return
+        if found and not resume:
+            raise ConfigError(f"out_dir: {self.run_dir} already holds a run (checkpoints in {self.ckpt_dir}); "
+                              "pass --resume to continue it or choose another out_dir")
+        model, plan = self.initial_model()
+        self.preflight(model, plan)
+        self.model, self.plan = model.to(self.device), plan
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_bytes(self.run_dir / "config.json", self.cfg.model_dump_json(indent=2).encode())
+        self.log = MetricsLog(self.run_dir, self.dist.is_main, resume_rows=None)
+        dd.barrier(self.dist)
+
+    def _context(self) -> StepContext:
+        return StepContext(device=self.device, rank=self.dist.rank, world_size=self.dist.world_size,
+                           wrap=lambda m: dd.wrap(m, self.dist, self.device),
+                           all_reduce_mean=lambda t: dd.all_reduce_mean(t, self.dist))
+
+    def _load(self, folder: Path) -> None:
+        state = ckpt.load_state(folder)
+        model, self.plan = ckpt.read_model(folder / "model", self.task.build_model)
+        self.model = model.to(self.device)
+        teacher_dir = self.run_dir / "teacher"
+        if state.get("teacher") and teacher_dir.is_dir():
+            teacher, self.teacher_plan = ckpt.read_model(teacher_dir, self.task.build_model)
+            self.teacher = teacher.to(self.device).eval().requires_grad_(False)
+        self.cursor = _Cursor(**state["cursor"])
+        self._resume_rows = int(state.get("log_rows", 0))
+        self._resume_opt = state.get("optimizer")
+        if state.get("task") is not None and hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(state["task"])
+        rngs = state["rng"]
+        if len(rngs) != self.dist.world_size:
+            raise ConfigError(f"the checkpoint {folder} was written by {len(rngs)} processes, this run has "
+                              f"{self.dist.world_size}; resume with the same number of processes")
+        ckpt.set_rng_state(rngs[self.dist.rank])
+
+    # ----------------------------------------------------------- checkpoints
+    def save(self, optimizer: torch.optim.Optimizer | None) -> None:
+        rngs = dd.gather(ckpt.rng_state(), self.dist)
+        if self.dist.is_main:
+            c = self.cursor
+            state = {
+                "cursor": dict(vars(c)),
+                "log_rows": self.log.rows,
+                "optimizer": optimizer.state_dict() if optimizer is not None and c.iteration > 0 else None,
+                "task": self.task.state_dict() if hasattr(self.task, "state_dict") else None,
+                "rng": rngs,
+                "teacher": "teacher" if self.teacher is not None else None,
+            }
+            plan = self.plan if self.plan is not None else _identity_plan(self.model)
+            ckpt.save_checkpoint(self.ckpt_dir, c.name(), self.model, plan, state, self.cfg.keep_last)
+        dd.barrier(self.dist)
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, stage: str, phase: str, iteration: int) -> None:
+        if self.cursor.global_step == self.last_eval_step and phase != "prune":
+            return
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            saved = ckpt.rng_state()  # evaluation must not change the training's random stream
+            self.model.eval()
+            with torch.no_grad():
+                metrics = {f"eval_{k}" if not k.startswith("eval_") else k: float(v)
+                           for k, v in self.task.evaluate(self.model).items()}
+            self.model.train()
+            ckpt.set_rng_state(saved)
+            self.log.log(self.cursor.global_step, stage, phase, iteration, metrics)
+        self.last_eval = dd.broadcast(metrics, self.dist)
+        self.last_eval_step = self.cursor.global_step
+
+    # -------------------------------------------------------------- training
+    def train_phase(self, stage_index: int, label: str, phase: str, scfg: _Training, data_seed: int,
+                    distill: Any = None) -> None:
+        c = self.cursor
+        if c.iteration >= scfg.iterations:
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        o = scfg.optimizer
+        if o.name == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        if self._resume_opt is not None and c.iteration > 0:
+            opt.load_state_dict(self._resume_opt)
+        self._resume_opt = None
+        net = dd.wrap(self.model, self.dist, self.device)
+        distiller = self._distiller(distill) if distill is not None else None
+        teacher = self.teacher if distill is not None else None
+        eval_every = scfg.eval_every if scfg.eval_every is not None else self.cfg.eval_every
+        ckpt_every = scfg.ckpt_every if scfg.ckpt_every is not None else self.cfg.ckpt_every
+        batches = call_train_batches(self.task, data_seed, self.dist.rank, self.dist.world_size, scfg.batch,
+                                     start=c.iteration)
+        bar = progress_bar(scfg.iterations, f"{label}", self.progress, initial=c.iteration)
+        self.model.train()
+        try:
+            while c.iteration < scfg.iterations:
+                lr = o.lr * scfg.lr_schedule.factor(c.iteration, scfg.iterations)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                batch = next(batches)
+                opt.zero_grad(set_to_none=True)
+                loss, logs = self.task.loss(net, batch, teacher=teacher, step=c.iteration)
+                logs = dict(logs)
+                if distiller is not None:
+                    extra, dlogs = distiller.pop_loss()
+                    loss = loss + extra.to(loss.device)
+                    logs.update(dlogs)
+                finite = bool(torch.isfinite(loss.detach()).all())
+                if not dd.all_finite(finite, self.dist, self.device):
+                    found = ckpt.list_checkpoints(self.ckpt_dir)
+                    last = str(found[-1]) if found else "none written yet"
+                    raise TrainingDivergedError(
+                        f"stage {stage_index} ({label}), iteration {c.iteration + 1}: the loss is "
+                        f"{float(loss.detach())} ({logs}); stopped. Last good checkpoint: {last}. Lower the "
+                        "learning rate or check the data, then resume."
+                    )
+                loss.backward()
+                opt.step()
+                c.iteration += 1
+                c.global_step += 1
+                value = float(dd.all_reduce_mean(loss.detach(), self.dist))
+                logs.update(loss=value, lr=lr)
+                if c.iteration % self.cfg.log_every == 0 or c.iteration == scfg.iterations:
+                    self.log.log(c.global_step, label, phase, c.iteration, logs)
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4g}")
+                if self.on_step is not None:
+                    self.on_step(StepInfo(stage_index, label, phase, c.iteration, c.global_step, value, logs))
+                if c.iteration == scfg.iterations:
+                    break
+                if eval_every and c.iteration % eval_every == 0:
+                    self.evaluate(label, phase, c.iteration)
+                if ckpt_every and c.iteration % ckpt_every == 0:
+                    self.save(opt)
+        finally:
+            bar.close()
+            if distiller is not None:
+                distiller.close()
+        self.evaluate(label, phase, c.iteration)
+
+    def _distiller(self, cfg: Any) -> Distiller:
+        if self.teacher is None:
+            raise ConfigError("distill: no teacher (the model before the first prune stage) is available")
+        pairs: dict[str, str] = {}
+        if cfg.features:
+            ref = self.reference()
+            t_removed = list(self.teacher_plan.removed) if self.teacher_plan is not None else []
+            s_removed = list(self.plan.removed) if self.plan is not None else []
+            graph = analyze(ref, self.task.example_inputs(), getattr(self.task, "layout", None))
+            for unit in graph.leaves():
+                t_path = renumbered_path(unit.path, t_removed, ref)
+                s_path = renumbered_path(unit.path, s_removed, ref)
+                if t_path is not None and s_path is not None:
+                    pairs[t_path] = s_path
+        return Distiller(self.model, self.teacher, cfg, pairs)
+
+    # --------------------------------------------------------------- pruning
+    def prune_step(self, stage_index: int, stage: PruneStage) -> bool:
+        """One removal (all of it for one-shot). Returns True when the stage's target is met."""
+        if self.teacher is None:
+            self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.teacher_plan = self.plan
+            if self.dist.is_main:
+                plan = self.plan if self.plan is not None else _identity_plan(self.model)
+                tmp = self.run_dir / ".teacher.tmp"
+                ckpt.write_model(self.teacher, plan, tmp)
+                if (self.run_dir / "teacher").exists():
+                    import shutil
+
+                    shutil.rmtree(self.run_dir / "teacher")
+                os.replace(tmp, self.run_dir / "teacher")
+        targets = stage.targets()
+        step_plan_json = None
+        done = True
+        if self.dist.is_main:
+            self.model.eval()
+            example = self.task.example_inputs()
+            graph = analyze(self.model, example, getattr(self.task, "layout", None))
+            if stage.iterative is not None:
+                targets = [_relative_target(targets[0], self.model, self.reference(), self.plan, example)]
+            data = self.task.calibration(stage.calibration) if stage.calibration else None
+            step = make_plan(self.model, graph, strategy=stage.strategy, target=targets, data=data,
+                                 **stage.strategy_kwargs)
+            if stage.iterative is not None and len(step.removed) > stage.iterative.remove:
+                order = sorted(step.removed, key=lambda p: step.scores.get(p, 0.0))
+                step = step.model_copy(update={"removed": order[: stage.iterative.remove]})
+                done = False
+            step_plan_json = step.model_dump_json()
+            self.model.train()
+        step_plan_json, done = dd.broadcast((step_plan_json, done), self.dist)
+        step = Plan.model_validate_json(step_plan_json)
+        pruned = apply(self.model, step).to(self.device)
+        self.plan = self._compose(step, pruned)
+        self.model = pruned
+        self.log.log(self.cursor.global_step, f"stage{stage_index}", "prune", self.cursor.prune_step + 1,
+                     {"removed": float(len(step.removed)), "params": float(self.plan.stats.params_after),
+                      "params_kept": self.plan.stats.params_kept})
+        return done
+
+    def _compose(self, step: Any, pruned: nn.Module) -> Any:
+        """The plan from the dense reference model to `pruned` (so the checkpoint replays on a fresh build)."""
+        from prunekit import profile
+        from prunekit.plan import Stats
+
+        if self.plan is None:
+            stats = step.stats.model_copy(update={"params_after": profile.count_params(pruned)})
+            return step.model_copy(update={"stats": stats})
+        ref = self.reference()
+        before = list(self.plan.removed)
+        inverse = {renumbered_path(p, before, ref): p for p, _ in ref.named_modules() if p}
+        mapped = [inverse[p] for p in step.removed]
+        scores = dict(self.plan.scores)
+        scores.update({inverse[p]: v for p, v in step.scores.items() if p in inverse})
+        stats = Stats(params_before=self.plan.stats.params_before, params_after=profile.count_params(pruned),
+                      flops_before=self.plan.stats.flops_before, flops_after=step.stats.flops_after)
+        return self.plan.model_copy(update={
+            "removed": before + mapped, "channels": list(self.plan.channels) + list(step.channels),
+            "strategy": step.strategy or self.plan.strategy, "targets": step.targets, "scores": scores,
+            "stats": stats})
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> RunResult:
+        c = self.cursor
+        stages = self.cfg.stages
+        while c.stage < len(stages):
+            stage = stages[c.stage]
+            label = f"stage{c.stage}:{stage.kind}"
+            if isinstance(stage, PruneStage):
+                if stage.iterative is None:
+                    self.prune_step(c.stage, stage)
+                    self.evaluate(label, "prune", 1)
+                else:
+                    self.iterative_prune(label, stage)
+            else:
+                distill = stage.distill if isinstance(stage, FinetuneStage) else None
+                self.train_phase(c.stage, label, stage.kind, stage, self._data_seed(), distill=distill)
+            c.stage, c.prune_step, c.iteration, c.target_met = c.stage + 1, 0, 0, False
+            self.save(None)
+        return self.finish()
+
+    def iterative_prune(self, label: str, stage: PruneStage) -> None:
+        """[remove `remove` units, fine-tune] until the target is met; the cursor's prune_step counts
+        removals done, so a resumed run continues inside the step it stopped in."""
+        c = self.cursor
+        tune = stage.iterative.finetune
+        while True:
+            if c.prune_step == 0 or (c.iteration >= tune.iterations and not c.target_met):
+                c.target_met = self.prune_step(c.stage, stage)
+                c.prune_step += 1
+                c.iteration = 0
+                self.evaluate(label, "prune", c.prune_step)
+                self.save(None)
+            self.train_phase(c.stage, label, f"prune{c.prune_step}_finetune", tune, self._data_seed(),
+                             distill=tune.distill)
+            if c.target_met:
+                return
+
+    def _data_seed(self) -> int:
+        """Distinct, reproducible batch stream per (run seed, stage, prune step)."""
+        c = self.cursor
+        return self.cfg.seed * 1_000_003 + c.stage * 1009 + c.prune_step
+
+    def finish(self) -> RunResult:
+        if self.last_eval_step != self.cursor.global_step or not self.last_eval:
+            self.evaluate("final", "final", 0)
+        if self.dist.is_main:
+            plan = self.plan if self.plan is not None else _identity_plan(self.model)
+            tmp = self.run_dir / ".final.tmp"
+            ckpt.write_model(self.model, plan, tmp)
+            if (self.run_dir / "final").exists():
+                import shutil
+
+                shutil.rmtree(self.run_dir / "final")
+            os.replace(tmp, self.run_dir / "final")
+            ckpt.atomic_write_bytes(self.run_dir / "result.json", json.dumps(
+                {"metrics": self.last_eval, "global_step": self.cursor.global_step,
+                 "params": self.plan.stats.params_after if self.plan is not None else None}, indent=2).encode())
+        self.log.close()
+        dd.barrier(self.dist)
+        return RunResult(model=self.model, plan=self.plan, history=self.log.history, run_dir=self.run_dir,
+                         metrics=dict(self.last_eval))
+
+    def close(self) -> None:
+        if self._owns_group:
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+
+
+def _identity_plan(model: nn.Module) -> Any:
+    return Plan.identity(model)
+
+
+def _relative_target(target: Any, model: nn.Module, reference: nn.Module, plan: Any, example: Any) -> Any:
+    """Ratio targets are relative to the model at the first prune step; re-express them for the
+    current, already-pruned model so each iterative step plans toward the same end point."""
+    from prunekit import profile
+    from prunekit.budget import FlopsRatio, ParamsRatio
+
+    if plan is None or not isinstance(target, (ParamsRatio, FlopsRatio)):
+        return target
+    if isinstance(target, ParamsRatio):
+        start, now = plan.stats.params_before, profile.count_params(model)
+    else:
+        start, now = plan.stats.flops_before or profile.flops(reference, example), profile.flops(model, example)
+    keep = min(1.0, target.keep * start / max(now, 1))
+    return target.model_copy(update={"keep": keep})
+
+
+def run(config: RunConfig | dict | str | os.PathLike, resume: bool = False, progress: bool = True, *,
+        task: Task | None = None, out_dir: str | os.PathLike | None = None,
+        on_step: Callable[[StepInfo], None] | None = None) -> RunResult:
+    """Run (or with `resume=True` continue) the schedule in `config`.
+
+    `task` overrides the config's task (e.g. a `ModelTask` built in Python); `out_dir` overrides the
+    config's; `on_step` is called after every optimiser step (raise from it to stop the run)."""
+    cfg = load_config(RunConfig, config)
+    if out_dir is not None:
+        cfg = cfg.model_copy(update={"out_dir": str(out_dir)})
+    if task is None:
+        if cfg.task is None:
+            raise ConfigError("task: required (a registered task name and its options) unless a task object is "
+                              "passed to run()")
+        task = build_task(cfg.task)
+    engine = _Engine(cfg, task, Path(cfg.out_dir), progress, on_step)
+    try:
+        engine.start(resume)
+        return engine.run()
+    finally:
+        engine.close()

@@ -1,0 +1,87 @@
+"""Metrics of a run: a long-format CSV in the run folder (step, stage, name, value), TensorBoard when
+installed, and a tqdm bar (loss, rate, ETA) shown only on a terminal unless disabled."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+FIELDS = ["global_step", "stage", "phase", "iteration", "name", "value"]
+
+
+class MetricsLog:
+    """Appends rows to `metrics.csv` and keeps them (grouped per log call) as `history`. On resume the
+    file is cut back to the `resume_rows` rows a checkpoint recorded, so it matches an uninterrupted run."""
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_rows: int | None = None) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.csv"
+        self.history: list[dict[str, Any]] = []
+        self.rows = 0
+        self._tb = None
+        if not enabled:
+            return
+        kept: list[dict[str, Any]] = []
+        if resume_rows is not None and self.path.is_file():
+            with self.path.open(newline="") as f:
+                kept = list(csv.DictReader(f))[:resume_rows]
+        self._rewrite(kept)
+        self.rows = len(kept)
+        self.history = _group(kept)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(run_dir / "tb"))
+        except ImportError:  # tensorboard is optional
+            self._tb = None
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        from prunekit.schedule.checkpoint import atomic_write_bytes
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_bytes(self.path, buf.getvalue().encode())
+
+    def log(self, global_step: int, stage: str, phase: str, iteration: int, values: dict[str, float]) -> None:
+        row = {"global_step": global_step, "stage": stage, "phase": phase, "iteration": iteration, **values}
+        self.history.append(row)
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            for name, value in values.items():
+                w.writerow({"global_step": global_step, "stage": stage, "phase": phase, "iteration": iteration,
+                            "name": name, "value": repr(float(value))})
+                self.rows += 1
+        if self._tb is not None:
+            for name, value in values.items():
+                self._tb.add_scalar(f"{phase}/{name}", value, global_step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _group(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Long-format CSV rows back into one dict per log call (as `MetricsLog.log` builds them)."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        key = (int(r["global_step"]), r["stage"], r["phase"], int(r["iteration"]))
+        if not out or (out[-1]["global_step"], out[-1]["stage"], out[-1]["phase"], out[-1]["iteration"]) != key or \
+                r["name"] in out[-1]:
+            out.append({"global_step": key[0], "stage": key[1], "phase": key[2], "iteration": key[3]})
+        out[-1][r["name"]] = float(r["value"])
+    return out
+
+
+def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> tqdm:
+    """A bar that is silent off a terminal (logs, CI) or when disabled."""
+    return tqdm(total=total, initial=initial, desc=desc, disable=not (enabled and sys.stderr.isatty()),
+                dynamic_ncols=True, leave=False)

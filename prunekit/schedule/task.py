@@ -1,0 +1,159 @@
+"""What a plugin supplies to the schedule engine: the `Task` protocol, and `ModelTask` for a plain
+user model + data + loss (no plugin needed).
+
+A task owns everything model-specific: building the dense architecture, its data, its loss and its
+evaluation. The engine owns the optimiser of the model, the schedule, pruning, distillation,
+checkpoints and DDP. GAN-style tasks that need their own modules and optimisers (a discriminator)
+keep them inside the task and expose them through `state_dict` / `load_state_dict`, so checkpoints
+hold them too; `setup(ctx)` hands them the DDP wrapper and device before training."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepContext:
+    """What the engine tells a task about the running process (given to `Task.setup`)."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m  # DDP-wraps a task-owned module when distributed
+    all_reduce_mean: Callable[[torch.Tensor], torch.Tensor] = lambda t: t  # averages a tensor over ranks
+
+
+@runtime_checkable
+class Task(Protocol):
+    """The required part of a task. Optional members, used when present:
+
+    - `layout` (attribute): a prunekit Layout restricting which units may be pruned;
+    - `setup(ctx: StepContext, stage: str)`: called before each training phase (e.g. build a discriminator);
+    - `state_dict() -> dict` / `load_state_dict(dict)`: extra state (task-owned modules, optimisers) that a
+      checkpoint must hold; values must be tensors, numbers, strings, lists or dicts (loaded weights_only);
+    - `load_init(model, path) -> nn.Module`: load a task-specific initial checkpoint file (e.g. a published one);
+    - `train_batches(..., batch_size=..., start=...)`: accept `batch_size` (the stage's `batch`) and `start`
+      (skip to the n-th batch quickly on resume; otherwise the engine skips by drawing).
+    `train_batches` must draw its randomness from `seed` only (its own generator), so that a resumed run
+    sees the same batches.
+    """
+
+    def build_model(self) -> nn.Module: ...
+
+    def example_inputs(self) -> Any: ...
+
+    def train_batches(self, seed: int, rank: int, world_size: int) -> Iterator[Any]: ...
+
+    def loss(self, model: nn.Module, batch: Any, teacher: nn.Module | None = None, step: int = 0
+             ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]: ...
+
+    def calibration(self, n: int) -> Any: ...
+
+
+def call_train_batches(task: Task, seed: int, rank: int, world_size: int, batch_size: int | None,
+                       start: int) -> Iterator[Any]:
+    """An iterator positioned at batch `start`, passing only the keywords the task accepts."""
+    params = inspect.signature(task.train_batches).parameters
+    kwargs: dict[str, Any] = {}
+    if batch_size is not None:
+        if "batch_size" not in params:
+            raise TypeError(f"{type(task).__name__}.train_batches takes no batch_size, but the stage sets batch")
+        kwargs["batch_size"] = batch_size
+    if "start" in params:
+        return iter(task.train_batches(seed, rank, world_size, start=start, **kwargs))
+    it = iter(task.train_batches(seed, rank, world_size, **kwargs))
+    for _ in range(start):
+        next(it)
+    return it
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+@dataclass
+class ModelTask:
+    """A task from plain pieces, for a model trained by the user's own loop (no plugin).
+
+    `build` returns the dense architecture (weights are loaded from `weights` or `init_checkpoint`);
+    `data` is a sequence of `(input, target)` batches, sampled with a generator seeded per run/rank;
+    `loss_fn(output, target)` is the task loss; `evaluate(model)` returns metrics (default: mean
+    loss on `eval_data`, or on `data` when absent)."""
+
+    build: Callable[[], nn.Module]
+    data: list[tuple[torch.Tensor, torch.Tensor]]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    weights: str | Path | dict[str, torch.Tensor] | None = None
+    eval_data: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    metric: Callable[[torch.Tensor, torch.Tensor], float] | None = None
+    layout: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def build_model(self) -> nn.Module:
+        return self._initial_weights(self.build())
+
+    def load_init(self, model: nn.Module, path: str | Path) -> nn.Module:
+        from safetensors.torch import load_file
+
+        p = Path(path)
+        state = load_file(str(p)) if p.suffix == ".safetensors" else torch.load(p, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return model
+
+    def _initial_weights(self, model: nn.Module) -> nn.Module:
+        """Apply `weights` (the user's trained state dict or its file) to a freshly built model."""
+        if self.weights is None:
+            return model
+        if isinstance(self.weights, dict):
+            model.load_state_dict(self.weights)
+            return model
+        return self.load_init(model, self.weights)
+
+    def example_inputs(self) -> Any:
+        return self.data[0][0][:1]
+
+    def train_batches(self, seed: int, rank: int, world_size: int) -> Iterator[Any]:
+        gen = torch.Generator().manual_seed(seed * 1000 + rank)
+        for _ in itertools.count():
+            order = torch.randperm(len(self.data), generator=gen).tolist()
+            for i in order[rank::world_size] or order[:1]:
+                yield self.data[i]
+
+    def loss(self, model: nn.Module, batch: Any, teacher: nn.Module | None = None, step: int = 0
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = _to_device(batch, next(model.parameters()).device)
+        loss = self.loss_fn(model(x), y)
+        return loss, {"task_loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        pairs: Iterable = self.eval_data if self.eval_data is not None else self.data
+        losses, scores = [], []
+        for x, y in pairs:
+            out = model(x.to(device))
+            losses.append(float(self.loss_fn(out, y.to(device))))
+            if self.metric is not None:
+                scores.append(float(self.metric(out, y.to(device))))
+        result = {"eval_loss": sum(losses) / len(losses)}
+        if scores:
+            result["metric"] = sum(scores) / len(scores)
+        return result
+
+    def calibration(self, n: int) -> Any:
+        return [x for x, _ in self.data[: max(n, 1)]]

@@ -1,0 +1,116 @@
+"""Bad run configs fail before any work starts (no training step, no checkpoint), with the field named."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from prunekit.cli import main
+from prunekit.config import load_config
+from prunekit.errors import ConfigError
+from prunekit.schedule import RunConfig, run
+
+from test_schedule import config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+def _fails_before_work(cfg: dict[str, Any], match: str, tmp_path: Path) -> None:
+    steps: list[int] = []
+    with pytest.raises(ConfigError, match=match):
+        run(cfg, on_step=lambda info: steps.append(info.global_step))
+    assert steps == []
+    assert not (Path(cfg.get("out_dir", tmp_path / "none")) / "checkpoints").exists()
+
+
+def _edit(cfg: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
+    cfg = copy.deepcopy(cfg)
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return cfg
+
+
+@pytest.mark.parametrize("path,value,match", [
+    (["stages", 0, "iteratons"], 5, r"stages\[0\]\.train\.iteratons: unknown key"),
+    (["stages", 0, "optimizer", "momentun"], 0.9, r"stages\[0\]\.train\.optimizer\.momentun: unknown key"),
+    (["seeed"], 1, r"seeed: unknown key"),
+    (["stages", 0, "optimizer", "lr"], "fast", r"stages\[0\]\.train\.optimizer\.lr: .*got 'fast'"),
+    (["stages", 0, "iterations"], -3, r"stages\[0\]\.train\.iterations: .*greater than or equal to 0.*got -3"),
+    (["stages", 0, "optimizer", "name"], "lion", r"stages\[0\]\.train\.optimizer\.name: .*'adam' or 'sgd'"),
+    (["stages", 0, "lr_schedule", "milestones"], [4, 9], r"stages\[0\]\.train: .*milestones \[9\].*iterations=6"),
+    (["stages", 1, "kind"], "trim", r"stages\[1\]: .*'train', 'prune', 'finetune'"),
+    (["keep_last"], 0, r"keep_last: .*greater than 0"),
+    (["stages", 1, "target"], {"kind": "keep_half"}, r"stages\[1\]\.prune\.target: .*'keep_half'"),
+    (["stages", 1, "target"], {"kind": "params_ratio", "keep": 1.5}, r"stages\[1\]\.prune\.target: .*0 < keep <= 1"),
+    (["init_checkpoint"], "/nonexistent/G_iter400000.pth", r"init_checkpoint: .*does not exist"),
+])
+def test_schema_errors_name_the_field(tmp_path, path, value, match):
+    _fails_before_work(_edit(config(tmp_path / "r"), path, value), match, tmp_path)
+
+
+def test_distillation_without_a_prune_stage_is_rejected(tmp_path):
+    cfg = config(tmp_path / "r")
+    cfg["stages"] = [cfg["stages"][2], cfg["stages"][1]]
+    _fails_before_work(cfg, r"stages\[0\]\.distill needs a teacher", tmp_path)
+
+
+@pytest.mark.parametrize("path,value,match", [
+    (["stages", 1, "target"], {"kind": "keep_blocks", "n": 9}, r"stages\[1\]\.target: keep 9 blocks is unreachable.*4"),
+    (["stages", 1, "strategy"], "oracle", r"stages\[1\]\.strategy: .*oracle"),
+    (["stages", 1, "iterative", "finetune", "batch"], 0, r"stages\[1\]\.prune\.iterative\.finetune\.batch"),
+    (["task", "name"], "no.such.task", r"task\.name: .*no\.such\.task"),
+    (["task", "options"], {"n_blocks": 4, "colour": "red"}, r"task\.options: .*colour"),
+])
+def test_impossible_schedules_fail_before_training(tmp_path, path, value, match):
+    _fails_before_work(_edit(config(tmp_path / "r"), path, value), match, tmp_path)
+
+
+def test_second_prune_stage_counts_blocks_left_by_the_first(tmp_path):
+    cfg = config(tmp_path / "r")
+    cfg["stages"].insert(2, {"kind": "prune", "target": {"kind": "keep_blocks", "n": 3}})
+    _fails_before_work(cfg, r"stages\[2\]\.target: keep 3 blocks is unreachable.*2 removable", tmp_path)
+
+
+def test_yaml_and_toml_files_load_to_the_same_config(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text(
+        "task: {name: 'test_schedule:ToyTask'}\nseed: 2\nstages:\n"
+        "  - {kind: train, iterations: 3, optimizer: {lr: 0.01, betas: [0.5, 0.9]}}\n"
+        "  - {kind: prune, target: {kind: params_ratio, keep: 0.6}}\n")
+    toml_file = tmp_path / "run.toml"
+    toml_file.write_text(
+        "seed = 2\n[task]\nname = 'test_schedule:ToyTask'\n"
+        "[[stages]]\nkind = 'train'\niterations = 3\noptimizer = {lr = 0.01, betas = [0.5, 0.9]}\n"
+        "[[stages]]\nkind = 'prune'\ntarget = {kind = 'params_ratio', keep = 0.6}\n")
+    a, b = load_config(RunConfig, yaml_file), load_config(RunConfig, toml_file)
+    assert a == b
+    assert a.stages[0].optimizer.betas == (0.5, 0.9)
+
+
+def test_broken_files_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [kind: train\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
+        load_config(RunConfig, bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(RunConfig, tmp_path / "missing.toml")
+
+
+def test_cli_reports_the_field_and_exits_2(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"task: {{name: 'test_schedule:ToyTask'}}\nout_dir: {tmp_path / 'out'}\n"
+                   "stages:\n  - {kind: train, iterations: ten}\n")
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "stages[0].train.iterations" in err and "'ten'" in err
+    assert not (tmp_path / "out").exists()
