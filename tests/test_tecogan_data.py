@@ -69,6 +69,14 @@ def test_bd_test_path_alignment_and_reflect_padding():
     assert torch.allclose(bd_downsample(torch.full((1, 3, 20, 24), 0.3), 4), torch.tensor(0.3))
 
 
+def test_bd_equals_reference_2d_convolution():
+    # the reference: one 9x9 conv per channel (block-diagonal weight), stride s, no padding
+    x = torch.rand(2, 3, 3, 40, 44, dtype=torch.float64)
+    k = gaussian_kernel(1.5)
+    ref = torch.nn.functional.conv2d(x.reshape(6, 3, 40, 44), k.expand(3, 1, 9, 9), stride=4, groups=3)
+    assert torch.allclose(bd_downsample(x, 4, pad=False), ref.reshape(2, 3, 3, 8, 9), atol=1e-13)
+
+
 def test_bd_accepts_uint8_and_rejects_bad_shapes():
     x = torch.full((1, 3, 16, 16), 255, dtype=torch.uint8)
     assert torch.allclose(bd_downsample(x), torch.tensor(1.0))

@@ -69,9 +69,8 @@ def bd_downsample(hr: torch.Tensor, scale: int = 4, sigma: float = 1.5, pad: boo
     output is (H - size)//scale + 1, e.g. 136 -> 32 at x4."""
     x = _to_float(hr)
     x4, lead = _as_4d(x, "bd_downsample")
-    k = gaussian_kernel(sigma).to(device=x4.device, dtype=x4.dtype)
-    size = k.shape[0]
-    c = x4.shape[1]
+    k2 = gaussian_kernel(sigma)
+    size = k2.shape[0]
     if pad:
         b = size // 2
         if min(x4.shape[-2:]) <= b:
@@ -79,9 +78,14 @@ def bd_downsample(hr: torch.Tensor, scale: int = 4, sigma: float = 1.5, pad: boo
         x4 = F.pad(x4, (b, b, b, b), mode="reflect")
     elif min(x4.shape[-2:]) < size:
         raise InputShapeError(f"bd_downsample: frame {tuple(x4.shape[-2:])} smaller than the {size}x{size} kernel")
-    weight = k.expand(c, 1, size, size)
-    out = F.conv2d(x4, weight, stride=scale, groups=c)
-    return out.reshape(*lead, *out.shape[1:])
+    # the kernel is an outer product, so blurring rows then columns equals the reference's 2-D
+    # conv (up to rounding) at a ninth of the cost
+    k1 = k2.sum(dim=0).to(device=x4.device, dtype=x4.dtype)
+    n, c, h, w = x4.shape
+    y = x4.reshape(n * c, 1, h, w)
+    y = F.conv2d(y, k1.view(1, 1, size, 1), stride=(scale, 1))
+    y = F.conv2d(y, k1.view(1, 1, 1, size), stride=(1, scale))
+    return y.reshape(*lead, c, *y.shape[-2:])
 
 
 def bd_train_pair(gt_clip: torch.Tensor, scale: int = 4, sigma: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
