@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import logging
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,8 @@ from prunekit.profile import call_model, eval_mode
 
 if TYPE_CHECKING:
     from prunekit.graph import Layout
+
+logger = logging.getLogger(__name__)
 
 ExampleInputs = Any
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -198,41 +201,93 @@ def plan_channels(
 
     Ignored (never pruned at their outputs): the model's output layers (auto-detected),
     `target.ignore` and the layout's `channel_ignore` / `fixed_channels` (paths or globs).
+    Each group's pruning is checked by running the model; a group after which the model fails
+    or changes its output shapes (e.g. channels used as flow / grid coordinates) is left whole
+    and named in a warning.
     """
     if not 0.0 <= target.prune < 1.0:
         raise UnreachableTargetError(f"{target!r}: prune must be in [0, 1), got {target.prune}")
     if round_to is not None and round_to < 1:
         raise ConfigError(f"round_to must be a positive integer, got {round_to}")
     scorer = _importance(importance)
-    work = copy.deepcopy(model)
     patterns = list(target.ignore)
     if layout is not None:
         patterns += list(layout.channel_ignore) + list(layout.fixed_channels)
-    ignored = _ignored(work, patterns)
-    dg = dependency_graph(work, example_inputs)
-    ignored += output_layers(dg)
-    names = {m: p for p, m in work.named_modules()}
-
+    ignored_paths = {p for p, m in model.named_modules() if m in _ignored(model, patterns)}
+    expected = _output_shapes(model, example_inputs)
     steps: list[ChannelStep] = []
     if target.prune == 0.0:
         return steps
-    with torch.no_grad():
-        for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
-            root = group[0].dep.target.module
-            n = len(group[0].idxs)
-            block = _block_size(dg, root)
-            k = _count_to_prune(n, block, target.prune, round_to)
-            if k == 0:
-                continue
-            scores = scorer(group)
-            if scores is None:
-                continue
-            per_block = scores.double().reshape(n // block, block).sum(dim=1)
-            chosen = torch.argsort(per_block, stable=True)[: k // block]
-            idxs = sorted(int(b) * block + j for b in chosen for j in range(block))
-            steps.append(ChannelStep(layer=names[root], idxs=idxs))
-            _prune(dg, root, idxs)
+    done: set[str] = set()  # layers whose group was pruned or left whole on purpose
+    broken: list[str] = []
+    restart = True
+    while restart:  # a group that breaks the model restarts from the accepted steps without it
+        restart = False
+        work = apply_channels(copy.deepcopy(model), example_inputs, steps)
+        dg = dependency_graph(work, example_inputs)
+        names = {m: p for p, m in work.named_modules()}
+        ignored = [m for p, m in work.named_modules() if p in ignored_paths] + output_layers(dg)
+        with torch.no_grad():
+            for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
+                layers = [
+                    names[d.target.module] for d, _ in group
+                    if d.target.module in names and dg.is_out_channel_pruning_fn(d.handler)
+                ]
+                if done & set(layers):
+                    continue
+                done.update(layers)
+                root = group[0].dep.target.module
+                step = _choose(dg, group, scorer, target.prune, round_to)
+                if step is None:
+                    continue
+                step.layer = names[root]
+                _prune(dg, root, step.idxs)
+                if _output_shapes(work, example_inputs, quiet=True) != expected:
+                    broken.append(step.layer)
+                    restart = True
+                    break
+                steps.append(step)
+    if broken:
+        logger.warning("channel pruning left these layers whole because pruning them broke the model: %s", broken)
     return steps
+
+
+def _choose(
+    dg: tp.DependencyGraph, group: Any, scorer: tp.importance.Importance, ratio: float, round_to: int | None
+) -> ChannelStep | None:
+    """The lowest-importance channels of one group (whole PixelShuffle blocks), or None."""
+    root = group[0].dep.target.module
+    n = len(group[0].idxs)
+    block = _block_size(dg, root)
+    k = _count_to_prune(n, block, ratio, round_to)
+    if k == 0:
+        return None
+    scores = scorer(group)
+    if scores is None:
+        return None
+    per_block = scores.double().reshape(n // block, block).sum(dim=1)
+    chosen = torch.argsort(per_block, stable=True)[: k // block]
+    return ChannelStep(layer="", idxs=sorted(int(b) * block + j for b in chosen for j in range(block)))
+
+
+def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, quiet: bool = False) -> list[tuple] | None:
+    """Shapes of every output tensor; None (when `quiet`) if the model fails to run."""
+    def shapes(obj: Any) -> list[tuple]:
+        if isinstance(obj, torch.Tensor):
+            return [tuple(obj.shape)]
+        if isinstance(obj, dict):
+            return [s for v in obj.values() for s in shapes(v)]
+        if isinstance(obj, (tuple, list)):
+            return [s for v in obj for s in shapes(v)]
+        return []
+
+    with eval_mode(model), torch.no_grad():
+        try:
+            return shapes(call_model(model, example_inputs))
+        except Exception as exc:  # any failure of a pruned candidate means "this group breaks it"
+            if quiet:
+                return None
+            raise InputShapeError(f"{type(model).__name__} failed on the example inputs: {exc}") from exc
 
 
 def _prune(dg: tp.DependencyGraph, module: nn.Module, idxs: list[int]) -> None:

@@ -200,3 +200,26 @@ def test_bad_arguments():
 
 def test_zero_ratio_plans_nothing():
     assert plan_channels(TecoLike(), X, ChannelRatio(0.0)) == []
+
+
+def test_group_that_breaks_the_model_is_left_whole(caplog):
+    class Warp(nn.Module):
+        """A 2-channel conv output used as grid_sample coordinates (like a flow estimator)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Conv2d(3, 8, 3, padding=1)
+            self.flow = nn.Conv2d(8, 2, 3, padding=1)
+            self.out = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            grid = torch.tanh(self.flow(F.relu(self.features(x)))).permute(0, 2, 3, 1)
+            return self.out(F.grid_sample(x, grid, align_corners=False))
+
+    model = Warp()
+    with caplog.at_level("WARNING", logger="prunekit.channels"):
+        steps = plan_channels(model, X, ChannelRatio(0.5))
+    assert [s.layer for s in steps] == ["features"]
+    assert "flow" in caplog.text
+    apply_channels(model, X, steps)
+    assert model(X).shape == X.shape and model.flow.out_channels == 2
