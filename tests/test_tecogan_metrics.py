@@ -206,3 +206,32 @@ def test_worker_modules_do_not_import_torch():
 
     code = "import sys, tecogan_plugin.metrics.frame_jobs; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_batched_torch_psnr_and_ssim_match_numpy_and_skimage():
+    from tecogan_plugin.metrics.device_ops import psnr_y_torch, ssim_y_torch
+    from tecogan_plugin.metrics.psnr import psnr_y
+    from tecogan_plugin.metrics.ssim import ssim_y
+
+    gt = sequence(3, 64, 96, shift=2)
+    pred = np.clip(gt.astype(np.int16) + np.random.default_rng(1).integers(-9, 10, gt.shape), 0, 255).astype(np.uint8)
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)
+    np.testing.assert_allclose(psnr_y_torch(t(gt), t(pred)).numpy(), [psnr_y(g, p) for g, p in zip(gt, pred)], rtol=1e-12)
+    np.testing.assert_allclose(ssim_y_torch(t(gt), t(pred)).numpy(), [ssim_y(g, p) for g, p in zip(gt, pred)], rtol=1e-9)
+
+
+@pytest.mark.cuda
+def test_cuda_path_matches_cpu_path():
+    gt = sequence(8, shift=1)
+    pred = np.clip(gt.astype(np.int16) + np.random.default_rng(2).integers(-9, 10, gt.shape), 0, 255).astype(np.uint8)
+    out = {}
+    for device in ("cpu", "cuda"):
+        with VideoMetrics(metrics=("psnr", "ssim", "tof"), device=device, tof_workers=0) as vm:
+            out[device] = vm.update("a", pred, gt).values
+    np.testing.assert_allclose(out["cuda"]["psnr"], out["cpu"]["psnr"], atol=1e-5)  # float32 storage: 1 ulp
+    np.testing.assert_allclose(out["cuda"]["ssim"], out["cpu"]["ssim"], atol=1e-7)
+    np.testing.assert_array_equal(out["cuda"]["tof"], out["cpu"]["tof"])
+    # float tensors already on the GPU are quantised there like PNG saving
+    cuda_in = torch.from_numpy(pred).permute(0, 3, 1, 2).cuda().float() / 255
+    with VideoMetrics(metrics=("psnr",), device="cuda", tof_workers=0) as vm:
+        np.testing.assert_array_equal(vm.update("a", cuda_in, gt).values["psnr"], out["cuda"]["psnr"])

@@ -136,3 +136,14 @@ def test_eval_command_errors_name_the_problem(tmp_path, capsys):
     assert "5 frames" in capsys.readouterr().err
     code = main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--require-lpips"])
     assert code == 2 and ALEXNET_FILE in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_cuda_lpips_matches_cpu(stand_in):
+    gt, pred = frames(8, 0), frames(8, 1)
+    out = {}
+    for device in ("cpu", "cuda"):
+        with VideoMetrics(metrics=("lpips", "tlp"), lpips_weights=stand_in, device=device) as vm:
+            out[device] = vm.update("a", pred, gt).values
+    np.testing.assert_allclose(out["cuda"]["lpips"], out["cpu"]["lpips"], rtol=1e-4, atol=1e-6)  # no TF32
+    np.testing.assert_allclose(out["cuda"]["tlp"], out["cpu"]["tlp"], rtol=1e-3, atol=1e-4)

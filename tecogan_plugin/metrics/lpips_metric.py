@@ -70,7 +70,10 @@ class LpipsScorer:
     def features(self, frames: torch.Tensor) -> Features:
         """Unit-normalised AlexNet features (5 layers) of (N,3,H,W) uint8 frames."""
         x = self.model.scaling_layer(self.to_input(frames))
-        return [lpips.normalize_tensor(f) for f in self.model.net(x)]
+        # cuDNN would otherwise use TF32 on recent GPUs (about 1e-3 relative error in the features).
+        cudnn = torch.backends.cudnn
+        with cudnn.flags(cudnn.enabled, cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False):
+            return [lpips.normalize_tensor(f) for f in self.model.net(x)]
 
     @torch.no_grad()
     def distance(self, a: Features, b: Features) -> torch.Tensor:
