@@ -11,18 +11,11 @@ from __future__ import annotations
 
 from prunekit.graph import Layout
 
-FNET_CONVS = [
-    f"fnet.{part}.{i}"
-    for part in ("encoder1", "encoder2", "encoder3", "decoder1", "decoder2", "decoder3", "flow")
-    for i in (0, 2)
-]
-
-
 def frnet_layout(open_fnet: bool = False) -> Layout:
     """The FRNet layout; `open_fnet=True` opens FNet for channel pruning (its flow output stays 2 channels)."""
     if open_fnet:
         return Layout(include=["srnet.resblocks.*"], channel_ignore=["fnet.flow.2", "srnet.conv_out"])
-    return Layout(include=["srnet.resblocks.*"], protect=["fnet"], channel_ignore=[*FNET_CONVS, "srnet.conv_out"])
+    return Layout(include=["srnet.resblocks.*"], protect=["fnet"], channel_ignore=["fnet", "srnet.conv_out"])
 
 
 def register(registries) -> None:

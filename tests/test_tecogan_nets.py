@@ -12,6 +12,12 @@ from tecogan_plugin.nets import FrameStepper, FRNet, SpatioTemporalDiscriminator
 from tecogan_plugin.ops import backward_warp, space_to_depth
 
 
+@pytest.fixture(autouse=True)
+def _single_thread(_deterministic):
+    """Tiny tensors on a shared 2-core machine: two OpenMP threads spin-wait and run ~10x slower."""
+    torch.set_num_threads(1)
+
+
 def published_generator_shapes(nb: int, scale: int, degradation: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a TecoGAN-PyTorch generator state_dict, written out from the reference tables."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -226,3 +232,57 @@ def test_registered_factories():
         assert model(*inputs).shape == (2, 3, 64, 96)
     assert isinstance(build_model("tecogan.discriminator", spatial_size=64), SpatioTemporalDiscriminator)
     assert build_model("tecogan.srnet", nb=2, scale=2).conv_in[0].in_channels == 15
+
+
+def test_layout_offers_the_ten_srnet_blocks():
+    import prunekit as pk
+    from prunekit.registry import LAYOUTS
+
+    model = FRNet()
+    graph = pk.analyze(model, build_model_inputs(), LAYOUTS.get("tecogan.frnet"))
+    blocks = graph.leaves()
+    assert [u.path for u in blocks] == [f"srnet.resblocks.{i}" for i in range(10)]
+    assert all(u.params == 73856 for u in blocks)
+    conv_macs = 2 * 64 * 64 * 9 * 16 * 16  # two 64->64 3x3 convs per LR pixel (+ the residual add, if counted)
+    assert conv_macs <= blocks[0].flops <= 1.01 * conv_macs
+    assert 0.05 < blocks[0].flops_share < 0.1 and graph.total_params == 2589093
+
+
+def build_model_inputs():
+    from prunekit.registry import MODELS
+
+    return MODELS.get("tecogan.frnet").example_inputs(lr_size=(16, 16))
+
+
+def test_pruned_frnet_reloads_from_the_plan_alone(tmp_path):
+    import prunekit as pk
+    from tecogan_plugin.layout import frnet_layout
+
+    model = FRNet().eval()
+    inputs = build_model_inputs()
+    graph = pk.analyze(model, inputs, frnet_layout())
+    plan = pk.plan(model, graph, strategy="positional", target=pk.KeepBlocks(3))
+    small = pk.apply(model, plan)
+    pk.save(small, plan, tmp_path)
+    loaded = pk.load(tmp_path, build="tecogan.frnet")
+    assert list(loaded.state_dict()) == list(FRNet(nb=3).state_dict())  # a native 3-block FRNet
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*inputs), small(*inputs))
+
+
+@pytest.mark.parametrize("open_fnet", [False, True])
+def test_width_pruning_respects_the_layout(open_fnet):
+    import prunekit as pk
+    from tecogan_plugin.layout import frnet_layout
+
+    model = FRNet(nb=1).eval()
+    inputs = build_model_inputs()
+    graph = pk.analyze(model, inputs, frnet_layout(open_fnet=open_fnet))
+    plan = pk.plan(model, graph, target=pk.ChannelRatio(0.25))
+    small = pk.apply(model, plan)
+    assert small.srnet.conv_in[0].out_channels == 48 and small.srnet.resblocks[0].conv[0].in_channels == 48
+    assert small.srnet.conv_out.out_channels == 3 and small.fnet.flow[2].out_channels == 2
+    fnet_params = sum(p.numel() for p in small.fnet.parameters())
+    assert (fnet_params < 1745506) == open_fnet
+    with torch.no_grad():
+        assert small(*inputs).shape == (1, 3, 64, 64)
