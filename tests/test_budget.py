@@ -1,3 +1,4 @@
+import functools
 import json
 
 import pytest
@@ -64,17 +65,24 @@ class Grouped(nn.Module):
 X = torch.randn(1, 3, 8, 8)
 
 
-def setup(model: nn.Module):
-    graph = analyze(model, X)
+@functools.lru_cache(maxsize=None)
+def analysed(cls: type) -> tuple[nn.Module, object]:
+    """One analysed instance per model class (select_units never modifies the model)."""
+    torch.manual_seed(0)
+    model = cls()
+    return model, analyze(model, X)
+
+
+def setup(cls: type):
+    model, graph = analysed(cls)
     blocks = [u.path for u in graph.leaves()]
     # descending scores: the later a block, the lower its score
     scores = {p: float(len(blocks) - i) for i, p in enumerate(blocks)}
-    return graph, blocks, scores
+    return model, graph, blocks, scores
 
 
 def test_keep_blocks_removes_lowest_scores():
-    model = Flat()
-    graph, blocks, scores = setup(model)
+    model, graph, blocks, scores = setup(Flat)
     assert len(blocks) == 6
     scores["blocks.0"] = -1.0
     assert select_units(model, graph, scores, KeepBlocks(3), X) == ["blocks.0", "blocks.4", "blocks.5"]
@@ -82,8 +90,7 @@ def test_keep_blocks_removes_lowest_scores():
 
 
 def test_keep_blocks_per_group():
-    model = Grouped()
-    graph, blocks, scores = setup(model)
+    model, graph, blocks, scores = setup(Grouped)
     assert blocks == [f"groups.0.body.{i}" for i in range(3)] + [f"groups.1.body.{i}" for i in range(4)]
     removed = select_units(model, graph, scores, KeepBlocks(2, per_group=True), X)
     assert removed == ["groups.0.body.2", "groups.1.body.2", "groups.1.body.3"]
@@ -94,8 +101,7 @@ def test_keep_blocks_per_group():
 
 
 def test_params_ratio_meets_target_with_fewest_removals():
-    model = Flat()
-    graph, blocks, scores = setup(model)
+    model, graph, blocks, scores = setup(Flat)
     block_params = graph.unit("blocks.0").params
     target = ParamsRatio(0.7)
     removed = select_units(model, graph, scores, target, X)
@@ -106,8 +112,7 @@ def test_params_ratio_meets_target_with_fewest_removals():
 
 
 def test_flops_ratio_verified_by_profiling():
-    model = Flat()
-    graph, blocks, scores = setup(model)
+    model, graph, blocks, scores = setup(Flat)
     dense = profile.flops(model, X)
     removed = select_units(model, graph, scores, FlopsRatio(0.5), X)
     after = profile.flops(remove_units(model, removed), X)
@@ -128,15 +133,13 @@ def test_flops_ratio_verified_by_profiling():
     ],
 )
 def test_unreachable_targets(target, message):
-    model = Flat()
-    graph, _, scores = setup(model)
+    model, graph, _, scores = setup(Flat)
     with pytest.raises(UnreachableTargetError, match=message):
         select_units(model, graph, scores, target, X)
 
 
 def test_missing_scores_and_channel_target():
-    model = Flat()
-    graph, blocks, scores = setup(model)
+    model, graph, blocks, scores = setup(Flat)
     assert select_units(model, graph, scores, ChannelRatio(0.5), X) == []
     del scores[blocks[0]]
     with pytest.raises(ConfigError, match="blocks.0"):
