@@ -8,10 +8,11 @@ arguments are replayed as recorded, and units nest naturally (a residual group h
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -177,21 +178,52 @@ def _with_input(call: _Call, where: int | str, x: torch.Tensor) -> tuple[tuple, 
     return tuple(args), kwargs
 
 
-def _is_residual(module: nn.Module, call: _Call) -> bool:
-    """`x + g(x)` test: with all parameters zero the module must give back its input exactly."""
+# Layers whose output is exactly zero when their parameters are: they can never return their input,
+# so replaying them would only cost time. Exact types, because a subclass may change `forward`.
+_ZERO_WHEN_ZEROED = {
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+    nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
+}
+
+
+def _passthrough(*args: Any, **kwargs: Any) -> Any:
+    return args[0] if args else next(iter(kwargs.values()))
+
+
+@contextlib.contextmanager
+def _as_identity(modules: list[nn.Module]) -> Iterator[None]:
+    """Temporarily make verified units return their input. With zero parameters they do that
+    anyway, so a parent's replay skips recomputing them (a deep trunk otherwise costs a full forward)."""
+    saved = [m.__dict__.get("forward") for m in modules]
+    for m in modules:
+        m.forward = _passthrough
+    try:
+        yield
+    finally:
+        for m, f in zip(modules, saved):
+            if f is None:
+                del m.forward
+            else:
+                m.forward = f
+
+
+def _is_residual(module: nn.Module, call: _Call, verified: list[nn.Module]) -> bool:
+    """`x + g(x)` test: with all parameters zero the module must give back its input exactly.
+    `verified` are units inside `module` already known to pass it."""
     found = _first_tensor(call)
-    if found is None or not isinstance(call.output, torch.Tensor):
+    if found is None or not isinstance(call.output, torch.Tensor) or type(module) in _ZERO_WHEN_ZEROED:
         return False
     where, x = found
     if call.output.shape != x.shape or not x.is_floating_point():
         return False
     zeros = {name: torch.zeros_like(p) for name, p in module.named_parameters()}
-    for probe in (x, torch.randn_like(x)):
-        # the module gets a copy, so an in-place op on its input cannot make the comparison pass
-        args, kwargs = _with_input(call, where, probe.clone())
-        out = functional_call(module, zeros, args, kwargs)
-        if not isinstance(out, torch.Tensor) or not torch.equal(out, probe):
-            return False
+    with _as_identity(verified):
+        for probe in (x, torch.randn_like(x)):
+            # the module gets a copy, so an in-place op on its input cannot make the comparison pass
+            args, kwargs = _with_input(call, where, probe.clone())
+            out = functional_call(module, zeros, args, kwargs)
+            if not isinstance(out, torch.Tensor) or not torch.equal(out, probe):
+                return False
     return True
 
 
@@ -223,14 +255,14 @@ def analyze(model: nn.Module, example_inputs: ExampleInputs, layout: Layout | No
     try:
         with torch.no_grad():
             calls = _record_first_calls(model, example_inputs)
-            found: list[tuple[str, bool]] = []
-            for path, module in modules.items():
-                if not path or not layout.includes(path):
+            residual: dict[str, nn.Module] = {}
+            for path, module in reversed(modules.items()):  # inner modules before the ones holding them
+                if not path or not layout.includes(path) or path in layout.declare or path not in calls:
                     continue
-                if path in layout.declare:
-                    found.append((path, True))
-                elif path in calls and _unique_params(module) and _is_residual(module, calls[path]):
-                    found.append((path, False))
+                inner = [m for p, m in residual.items() if p.startswith(path + ".")]
+                if _unique_params(module) and _is_residual(module, calls[path], inner):
+                    residual[path] = module
+            found = [(p, p in layout.declare) for p in modules if p in residual or (p and p in layout.declare)]
         flops = _flops_by_module(model, example_inputs)
     finally:
         model.train(was_training)
