@@ -237,11 +237,11 @@ def plan_channels(
                     continue
                 done.update(layers)
                 root = group[0].dep.target.module
-                step = _choose(dg, group, scorer, target.prune, round_to)
-                if step is None:
+                idxs = _choose(dg, group, scorer, target.prune, round_to)
+                if not idxs:
                     continue
-                step.layer = names[root]
-                _prune(dg, root, step.idxs)
+                step = ChannelStep(layer=names[root], idxs=idxs)
+                _prune(dg, root, idxs)
                 if _output_shapes(work, example_inputs, quiet=True) != expected:
                     broken.append(step.layer)
                     restart = True
@@ -254,20 +254,20 @@ def plan_channels(
 
 def _choose(
     dg: tp.DependencyGraph, group: Any, scorer: tp.importance.Importance, ratio: float, round_to: int | None
-) -> ChannelStep | None:
-    """The lowest-importance channels of one group (whole PixelShuffle blocks), or None."""
+) -> list[int]:
+    """The lowest-importance output channels of a group's root (whole PixelShuffle blocks)."""
     root = group[0].dep.target.module
     n = len(group[0].idxs)
     block = _block_size(dg, root)
     k = _count_to_prune(n, block, ratio, round_to)
     if k == 0:
-        return None
+        return []
     scores = scorer(group)
     if scores is None:
-        return None
+        return []
     per_block = scores.double().reshape(n // block, block).sum(dim=1)
     chosen = torch.argsort(per_block, stable=True)[: k // block]
-    return ChannelStep(layer="", idxs=sorted(int(b) * block + j for b in chosen for j in range(block)))
+    return sorted(int(b) * block + j for b in chosen for j in range(block))
 
 
 def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, quiet: bool = False) -> list[tuple] | None:
