@@ -111,3 +111,24 @@ def test_save_leaves_no_temporary_files(tmp_path) -> None:
     pk.save(small, p, tmp_path)
     pk.save(small, p, tmp_path)  # overwriting an existing checkpoint
     assert sorted(f.name for f in tmp_path.iterdir()) == ["model.safetensors", "plan.json"]
+
+
+def test_tecogan_frnet_bd_prune_save_load(tmp_path) -> None:
+    """The headline case: FRNet (BD mode, shared `kernels` buffers) pruned to 5 blocks, saved, rebuilt
+    from the registered spec, bit-exact, with the state_dict of a native 5-block FRNet."""
+    from prunekit.models import build_model, resolve_factory
+    from prunekit.registry import LAYOUTS
+
+    inputs = resolve_factory("tecogan.frnet").example_inputs(lr_size=(8, 8))
+    model = build_model("tecogan.frnet", degradation="BD").eval()
+    graph = pk.analyze(model, inputs, LAYOUTS.get("tecogan.frnet"))
+    assert [u.path for u in graph.leaves()] == [f"srnet.resblocks.{i}" for i in range(10)]
+    p = pk.plan(model, graph, strategy="positional", target=pk.KeepBlocks(n=5))
+    assert p.stats.params_before - p.stats.params_after == 5 * 73_856
+    small = pk.apply(model, p)
+    pk.save(small, p, tmp_path)
+    loaded = pk.load(tmp_path, build="tecogan.frnet", build_kwargs={"degradation": "BD"}).eval()
+    native = build_model("tecogan.frnet", degradation="BD", nb=5)
+    assert {k: v.shape for k, v in loaded.state_dict().items()} == {k: v.shape for k, v in native.state_dict().items()}
+    with torch.no_grad():
+        assert torch.equal(loaded(*inputs), small(*inputs))

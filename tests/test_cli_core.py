@@ -97,3 +97,17 @@ def test_prune_bad_config_names_field(tmp_path, capsys, override, field) -> None
 def test_prune_unreachable_target_exits_2(tmp_path, capsys) -> None:
     assert main(["prune", "--config", write_config(tmp_path, target={"kind": "keep_blocks", "n": 9})]) == 2
     assert "prunekit prune: error" in capsys.readouterr().err
+
+
+def test_analyze_registered_model_defaults(capsys) -> None:
+    """A registered model's own example inputs get the options they share with the model (`scale`),
+    and its registered layout is used."""
+    assert main(["analyze", "tecogan.frnet", "-m", "nb=3", "-m", "scale=2", "--json"]) == 0
+    graph = pk.Graph.model_validate_json(capsys.readouterr().out)
+    assert [u.path for u in graph.units] == [f"srnet.resblocks.{i}" for i in range(3)]
+    assert graph.input_shapes["arg2"] == [1, 3, 64, 64]
+
+
+def test_analyze_several_input_shapes(capsys) -> None:
+    assert main(["analyze", "tecogan.frnet", "--input-shape", "1,3,8,8", "1,3,8,8", "1,3,32,32"]) == 0
+    assert "10 units (10 removable blocks)" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from typing import Any
 
@@ -39,8 +40,11 @@ def parse_kwargs(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def example_inputs_for(spec: str, shapes: list[list[int]] | None, seed: int = 0) -> Any:
-    """Random inputs of the given shapes, or the registered model's own `example_inputs()`."""
+def example_inputs_for(
+    spec: str, shapes: list[list[int]] | None, model_kwargs: dict[str, Any] | None = None, seed: int = 0
+) -> Any:
+    """Random inputs of the given shapes, or the registered model's own `example_inputs(...)`, which
+    receives the model options it shares a name with (e.g. `scale`)."""
     if shapes:
         gen = torch.Generator().manual_seed(seed)
         tensors = tuple(torch.rand(s, generator=gen) for s in shapes)
@@ -48,8 +52,10 @@ def example_inputs_for(spec: str, shapes: list[list[int]] | None, seed: int = 0)
     provider = getattr(resolve_factory(spec), "example_inputs", None)
     if provider is None:
         raise ConfigError(f"model {spec!r} has no default example inputs; pass --input-shape (e.g. 1,3,32,32)")
+    accepted = inspect.signature(provider).parameters
+    shared = {k: v for k, v in (model_kwargs or {}).items() if k in accepted}
     torch.manual_seed(seed)
-    return provider()
+    return provider(**shared)
 
 
 def resolve_layout(layout: str | Layout | dict | None) -> Layout | None:
@@ -89,8 +95,8 @@ def format_graph(graph: Graph, title: str) -> str:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="registered model name (e.g. tecogan.frnet) or package.module:factory")
-    p.add_argument("--input-shape", action="append", type=parse_shape, metavar="N,C,H,W",
-                   help="shape of one positional input; repeat for several (default: the model's example inputs)")
+    p.add_argument("--input-shape", action="extend", nargs="+", type=parse_shape, metavar="N,C,H,W",
+                   help="shapes of the positional inputs, in order (default: the model's example inputs)")
     p.add_argument("--model-arg", "-m", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword option for the model factory (repeatable)")
     p.add_argument("--layout", help="registered layout name (default: the one registered under the model's name)")
@@ -99,8 +105,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("analyze", "List a model's residual units (params, FLOPs share, nesting).", _add_arguments)
 def run(args: argparse.Namespace) -> int:
-    model: nn.Module = build_model(args.model, **parse_kwargs(args.model_arg))
-    inputs = example_inputs_for(args.model, args.input_shape)
+    model_kwargs = parse_kwargs(args.model_arg)
+    model: nn.Module = build_model(args.model, **model_kwargs)
+    inputs = example_inputs_for(args.model, args.input_shape, model_kwargs)
     graph = analyze(model, inputs, resolve_layout(args.layout or default_layout_name(args.model)))
     if args.json:
         print(json.dumps(graph.model_dump(), indent=2))

@@ -25,7 +25,7 @@ from torch import nn
 
 from prunekit.checkpoint import load, load_weights, read_plan, read_weights, save, write_atomic
 from prunekit.cli import command
-from prunekit.commands.analyze import example_inputs_for, resolve_layout
+from prunekit.commands.analyze import default_layout_name, example_inputs_for, resolve_layout
 from prunekit.config import StrictModel, load_config
 from prunekit.errors import ConfigError
 from prunekit.graph import Layout, analyze
@@ -90,8 +90,8 @@ def prune_from_config(cfg: PruneConfig, out: str | None = None) -> Plan:
     """Run the whole prune step for a validated config; returns the plan that was saved."""
     torch.manual_seed(cfg.seed)
     model = _dense_model(cfg)
-    inputs = example_inputs_for(cfg.model, cfg.input_shapes, seed=cfg.seed)
-    graph = analyze(model, inputs, resolve_layout(cfg.layout))
+    inputs = example_inputs_for(cfg.model, cfg.input_shapes, cfg.model_kwargs, seed=cfg.seed)
+    graph = analyze(model, inputs, resolve_layout(cfg.layout or default_layout_name(cfg.model)))
     targets = cfg.target if isinstance(cfg.target, list) else [cfg.target]
     result = plan(model, graph, strategy=cfg.strategy, target=targets, **cfg.strategy_kwargs)
     from prunekit.surgery import apply
