@@ -121,7 +121,7 @@ def plan(
     if example_inputs is None:
         raise ConfigError("this Graph carries no example inputs (it was loaded, not made by analyze); re-run analyze")
 
-    scorer = strategies.get_strategy(strategy, **strategy_kwargs) if isinstance(strategy, str) else strategy
+    scorer = strategies.get_strategy(strategy, **strategy_kwargs)
     removed: list[str] = []
     scores: dict[str, float] = {}
     if block_target is not None:
