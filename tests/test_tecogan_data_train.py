@@ -151,6 +151,20 @@ def test_crop_larger_than_frames(marked):
         TrainingClips(root, gt_crop=160)
 
 
+def test_bi_training_needs_lr_frames(marked):
+    root, _ = marked
+    with pytest.raises(DataError, match="Bicubic4xLR"):
+        TrainingClips(root, degradation="BI")
+
+
+def test_sequence_filter(marked):
+    root, _ = marked
+    ds = TrainingClips(root, gt_crop=64, sequences=["s2"])
+    assert {s for s, _ in ds.index} == {"s2"} and len(ds) == T_SRC
+    with pytest.raises(DataError, match="s9"):
+        TrainingClips(root, gt_crop=64, sequences=["s9"])
+
+
 # ---------------------------------------------------------------- LMDB
 
 def test_lmdb_round_trip_and_same_clips(marked, tmp_path):

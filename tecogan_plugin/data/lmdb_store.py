@@ -76,17 +76,20 @@ def build_lmdb(src_root: str | Path, out_path: str | Path, sequences: Sequence[s
     try:
         keys = []
         env = lmdb.open(str(tmp), map_size=int(total * 1.5) + (64 << 20))
-        with env.begin(write=True) as txn:
+        try:
             for seq, paths, h, w in plan:
-                for i, p in enumerate(paths):
-                    img = read_frame(p)
-                    if img.shape != (h, w, 3):
-                        raise DataError(f"{p}: frame size {img.shape[1]}x{img.shape[0]} differs from {w}x{h} "
-                                        f"of {paths[0].name}")
-                    key = frame_key(seq, len(paths), h, w, i)
-                    txn.put(key.encode("ascii"), img.tobytes())
-                    keys.append(key)
-        env.close()
+                # one transaction per sequence keeps memory bounded on REDS/Vimeo-sized sources
+                with env.begin(write=True) as txn:
+                    for i, p in enumerate(paths):
+                        img = read_frame(p)
+                        if img.shape != (h, w, 3):
+                            raise DataError(f"{p}: frame size {img.shape[1]}x{img.shape[0]} differs from "
+                                            f"{w}x{h} of {paths[0].name}")
+                        key = frame_key(seq, len(paths), h, w, i)
+                        txn.put(key.encode("ascii"), img.tobytes())
+                        keys.append(key)
+        finally:
+            env.close()
         meta = {"name": out.stem, "color": "RGB", "keys": keys}
         (tmp / META).write_text(json.dumps(meta))
         if out.exists():
