@@ -137,7 +137,7 @@ def run_model(model: nn.Module, example_inputs: ExampleInputs) -> Any:
 class _Call:
     args: tuple
     kwargs: dict
-    output: Any
+    out_shape: torch.Size | None  # only the shape is kept, so the trace does not pin every activation
 
 
 def _record_first_calls(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, _Call]:
@@ -148,7 +148,9 @@ def _record_first_calls(model: nn.Module, example_inputs: ExampleInputs) -> dict
             continue
 
         def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any, path: str = path) -> None:
-            calls.setdefault(path, _Call(args, kwargs, output))
+            if path not in calls:
+                shape = output.shape if isinstance(output, torch.Tensor) else None
+                calls[path] = _Call(args, kwargs, shape)
 
         handles.append(module.register_forward_hook(hook, with_kwargs=True))
     try:
@@ -211,10 +213,10 @@ def _is_residual(module: nn.Module, call: _Call, verified: list[nn.Module]) -> b
     """`x + g(x)` test: with all parameters zero the module must give back its input exactly.
     `verified` are units inside `module` already known to pass it."""
     found = _first_tensor(call)
-    if found is None or not isinstance(call.output, torch.Tensor) or type(module) in _ZERO_WHEN_ZEROED:
+    if found is None or call.out_shape is None or type(module) in _ZERO_WHEN_ZEROED:
         return False
     where, x = found
-    if call.output.shape != x.shape or not x.is_floating_point():
+    if call.out_shape != x.shape or not x.is_floating_point():
         return False
     zeros = {name: torch.zeros_like(p) for name, p in module.named_parameters()}
     with _as_identity(verified):

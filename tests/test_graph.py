@@ -135,3 +135,16 @@ def test_graph_json_round_trip() -> None:
     graph = analyze(zoo.RCAN(), zoo.image())
     again = type(graph).model_validate_json(graph.model_dump_json())
     assert again.units == graph.units and again.total_flops == graph.total_flops
+
+
+class ResConv(nn.Conv2d):
+    """A Conv2d subclass whose forward adds its input: still a unit (layer types are never trusted
+    by class alone, only exact plain layers are skipped)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+def test_residual_layer_subclass_is_found() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), ResConv(4, 4, 3, padding=1), nn.Conv2d(4, 3, 1))
+    assert paths(analyze(model, zoo.image())) == ["1"]
