@@ -231,3 +231,27 @@ def test_registered_datasets(builtin):
     assert isinstance(train, TrainingClips) and train[0].shape == (4, 3, 136, 136)
     with pytest.raises(DataError, match="not bundled"):
         DATASETS.get("vid4")()
+
+
+def test_dataset_factories_share_one_signature(marked, tmp_path):
+    import shutil
+
+    from prunekit.registry import DATASETS
+
+    root, _ = marked
+    for src, dst in (("s1", "REDS/Raw/000"), ("s2", "REDS/Raw/011"), ("s1", "V/GT/a")):
+        shutil.copytree(root / src, tmp_path / dst)
+    reds = DATASETS.get("reds")
+    assert [s.name for s in reds(tmp_path / "REDS", split="test", sequences=["000", "011"])] == ["000", "011"]
+    with pytest.raises(DataError, match="015"):  # REDS4 by default
+        reds(tmp_path / "REDS")
+    train = reds(tmp_path / "REDS", split="train", sequences=["011"], tempo_extent=3, gt_crop=64, seed=1)
+    assert len(train) == T_SRC and train[0].shape == (3, 3, 72, 72)
+    vid4 = DATASETS.get("vid4")
+    assert vid4(tmp_path / "V", sequences=["a"])[0].lr.shape == (T_SRC, 3, 38, 40)
+    with pytest.raises(DataError, match="calendar"):
+        vid4(tmp_path / "V")
+    assert len(vid4(tmp_path / "V", split="train", sequences=["a"], gt_crop=64)) == T_SRC
+    folder = DATASETS.get("folder")
+    assert len(folder(tmp_path / "REDS" / "Raw")) == 2
+    assert len(folder(tmp_path / "REDS" / "Raw", split="train", sequences=["000"], gt_crop=64)) == T_SRC

@@ -38,7 +38,7 @@ def _test_set(name: str, default_sequences: tuple[str, ...] | None) -> Callable:
 
         base = _need_root(name, root)
         if split == "train":
-            return _train(base, degradation, scale, **kwargs)
+            return _train(base, degradation, scale, sequences=sequences, **kwargs)
         if split != "test":
             raise DataError(f"dataset {name!r}: split must be 'train' or 'test', got {split!r}")
         return open_test_set(base, degradation, scale, sequences or default_sequences, **kwargs)
@@ -62,16 +62,20 @@ def builtin(root=None, split="test", degradation="BD", scale=4, sequences=None, 
     return open_test_set(base / "test", degradation, scale, sequences, **kwargs)
 
 
-def reds(root=None, split="test", degradation="BD", scale=4, **kwargs):
-    """REDS `<root>/Raw/000..269`: test = REDS4, train = the other 266 (BD only: no LR folders)."""
+def reds(root=None, split="test", degradation="BD", scale=4, sequences=None, **kwargs):
+    """REDS `<root>/Raw/000..269`: test = REDS4, train = the other 266 (BD only: no LR folders).
+    `sequences` overrides the split's list."""
     from tecogan_plugin.data.readers import open_reds, reds_split
 
     base = _need_root("reds", root)
     if degradation.upper() != "BD":
         raise DataError("REDS has no pre-computed LR frames here; only degradation='BD' is supported")
+    if split not in ("train", "test"):
+        raise DataError(f"dataset 'reds': split must be 'train' or 'test', got {split!r}")
     if split == "train":
-        return _train(base / "Raw", degradation, scale, sequences=reds_split("train"), **kwargs)
-    return open_reds(base, split, scale, **kwargs)
+        names = list(sequences) if sequences is not None else reds_split("train")
+        return _train(base / "Raw", degradation, scale, sequences=names, **kwargs)
+    return open_reds(base, split, scale, sequences=sequences, **kwargs)
 
 
 def folder(root=None, split="test", degradation="BD", scale=4, sequences=None, **kwargs):

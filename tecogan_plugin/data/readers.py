@@ -199,14 +199,15 @@ def open_reds(
     root: str | Path,
     split: str = "test",
     scale: int = 4,
+    sequences: Sequence[str] | None = None,
     min_frames: int = DEFAULT_MIN_FRAMES,
 ) -> list[VideoSequence]:
-    """REDS `<root>/Raw/<seq>/*.png`; the LR is BD on the fly and stays unquantised (no LR folder
-    exists for REDS, as in the reference)."""
+    """REDS `<root>/Raw/<seq>/*.png`, the split's sequences unless `sequences` is given; the LR is
+    BD on the fly and stays unquantised (no LR folder exists for REDS, as in the reference)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset root does not exist")
     raw = root / "Raw"
     if not raw.is_dir():
         raise DataError(f"{raw}: no Raw folder (expected <root>/Raw/000..269/*.png)")
-    return [_open_sequence(d, None, scale, "BD", min_frames) for d in _sequence_dirs(raw, reds_split(split))]
+    return [_open_sequence(d, None, scale, "BD", min_frames) for d in _sequence_dirs(raw, sequences or reds_split(split))]
