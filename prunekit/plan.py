@@ -8,6 +8,7 @@ a copy, so "after" numbers are what the pruned model really has.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +17,7 @@ from torch import nn
 import prunekit
 from prunekit import budget, profile, strategies
 from prunekit.channels import ChannelStep, plan_channels
-from prunekit.errors import ConfigError, NoUnitsError
+from prunekit.errors import ConfigError, NoUnitsError, PlanMismatchError
 from prunekit.graph import Graph, Layout, input_shapes
 
 PLAN_VERSION = 1
@@ -69,7 +70,7 @@ class Plan(BaseModel):
         shapes = input_shapes(example_inputs) if example_inputs is not None else {}
         return cls(stats=Stats(params_before=n, params_after=n, flops_before=f, flops_after=f), input_shapes=shapes)
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write the plan as JSON, atomically."""
         from prunekit.checkpoint import write_atomic
 
@@ -79,9 +80,6 @@ class Plan(BaseModel):
 def _split_targets(targets: list[Any]) -> tuple[Any | None, Any | None]:
     blocks = [t for t in targets if isinstance(t, BlockTarget)]
     widths = [t for t in targets if isinstance(t, budget.ChannelRatio)]
-    other = [t for t in targets if t not in blocks and t not in widths]
-    if other:
-        raise ConfigError(f"unknown target {other[0]!r}; expected KeepBlocks, ParamsRatio, FlopsRatio or ChannelRatio")
     if len(blocks) > 1 or len(widths) > 1:
         raise ConfigError(
             f"at most one block target and one ChannelRatio may be combined, got {[t.kind for t in targets]}"
@@ -108,14 +106,19 @@ def plan(
 ) -> Plan:
     """Decide what to remove from `model` (analysed as `graph`) to meet `target`.
 
-    `target` is a KeepBlocks / ParamsRatio / FlopsRatio / ChannelRatio or a list of one block target
-    and one ChannelRatio (default KeepBlocks(5)). `strategy` is a registered name or a Strategy;
+    `target` is a KeepBlocks / ParamsRatio / FlopsRatio / ChannelRatio (or its dict form) or a list
+    of one block target and one ChannelRatio (default KeepBlocks(5)). `strategy` is a registered name or a Strategy;
     strategies that need calibration data use the graph's example inputs when `data` is None.
     """
     from prunekit.surgery import apply, remove_units
 
-    targets = list(target) if isinstance(target, (list, tuple)) else [target or budget.KeepBlocks(n=5)]
+    targets = [budget.parse_target(t) for t in (target if isinstance(target, (list, tuple)) else [target or budget.KeepBlocks(n=5)])]
     block_target, width_target = _split_targets(targets)
+    if profile.count_params(model) != graph.total_params:
+        raise PlanMismatchError(
+            f"the graph was analysed on a model with {graph.total_params:,} parameters, "
+            f"but {type(model).__name__} has {profile.count_params(model):,}"
+        )
     layout = layout or graph.layout
     example_inputs = graph.example_inputs
     if example_inputs is None:

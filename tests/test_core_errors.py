@@ -61,3 +61,17 @@ def test_plan_for_another_model(edsr) -> None:
     renamed = p.model_copy(update={"removed": ["trunk.0"]})
     with pytest.raises(pk.PlanMismatchError, match="trunk.0"):
         pk.apply(model, renamed)
+
+
+def test_graph_of_another_model(edsr) -> None:
+    _, graph = edsr
+    with pytest.raises(pk.PlanMismatchError, match="analysed"):
+        pk.plan(zoo.EDSR(nb=2), graph, strategy="magnitude", target=pk.KeepBlocks(n=1))
+
+
+def test_target_as_dict_and_bad_target(edsr) -> None:
+    model, graph = edsr
+    p = pk.plan(model, graph, strategy="magnitude", target={"kind": "keep_blocks", "n": 3})
+    assert len(p.removed) == 1
+    with pytest.raises(pk.ConfigError, match="keep_all"):
+        pk.plan(model, graph, strategy="magnitude", target={"kind": "keep_all"})
