@@ -107,6 +107,8 @@ def read_frame(path: str | Path) -> np.ndarray:
             img = np.repeat(img[:, :, :1], 3, axis=2)
             done.append("alpha channel dropped, grayscale replicated to RGB")
         img = np.ascontiguousarray(img[:, :, ::-1])  # BGR -> RGB
+    if info.color_type in (0, 4) and not any("grayscale" in d for d in done):
+        done.append("grayscale replicated to RGB")  # cv2 may already have expanded it
     if info.color_type == 3:
         done.append("palette expanded to RGB")
     if done:
