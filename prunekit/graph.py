@@ -209,9 +209,10 @@ def _as_identity(modules: list[nn.Module]) -> Iterator[None]:
                 m.forward = f
 
 
-def _is_residual(module: nn.Module, call: _Call, verified: list[nn.Module]) -> bool:
+def _is_residual(module: nn.Module, call: _Call, verified: list[nn.Module], gen: torch.Generator) -> bool:
     """`x + g(x)` test: with all parameters zero the module must give back its input exactly.
-    `verified` are units inside `module` already known to pass it."""
+    `verified` are units inside `module` already known to pass it; `gen` draws the random probe
+    (a private generator, so analysing a model leaves the global RNG alone)."""
     found = _first_tensor(call)
     if found is None or call.out_shape is None or type(module) in _ZERO_WHEN_ZEROED:
         return False
@@ -220,7 +221,8 @@ def _is_residual(module: nn.Module, call: _Call, verified: list[nn.Module]) -> b
         return False
     zeros = {name: torch.zeros_like(p) for name, p in module.named_parameters()}
     with _as_identity(verified):
-        for probe in (x, torch.randn_like(x)):
+        random = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        for probe in (x, random):
             # the module gets a copy, so an in-place op on its input cannot make the comparison pass
             args, kwargs = _with_input(call, where, probe.clone())
             out = functional_call(module, zeros, args, kwargs)
@@ -252,22 +254,24 @@ def analyze(model: nn.Module, example_inputs: ExampleInputs, layout: Layout | No
         if path not in modules or not path:
             raise ConfigError(f"layout.declare names {path!r}, which is not a submodule of {type(model).__name__}")
 
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # restored one by one: mixed modes survive
     model.eval()
     try:
         with torch.no_grad():
             calls = _record_first_calls(model, example_inputs)
             residual: dict[str, nn.Module] = {}
+            gen = torch.Generator().manual_seed(0)
             for path, module in reversed(modules.items()):  # inner modules before the ones holding them
                 if not path or not layout.includes(path) or path in layout.declare or path not in calls:
                     continue
                 inner = [m for p, m in residual.items() if p.startswith(path + ".")]
-                if _unique_params(module) and _is_residual(module, calls[path], inner):
+                if _unique_params(module) and _is_residual(module, calls[path], inner, gen):
                     residual[path] = module
             found = [(p, p in layout.declare) for p in modules if p in residual or (p and p in layout.declare)]
         flops = _flops_by_module(model, example_inputs)
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
 
     total_params = sum(_unique_params(model).values())
     total_flops = int(flops.get("", 0))

@@ -124,9 +124,13 @@ def test_wrong_input_shape() -> None:
 
 def test_mode_restored_and_weights_untouched() -> None:
     model = zoo.SRResNet().train()
+    model.blocks[1].bn1.eval()  # a frozen BatchNorm inside a training model keeps its mode
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    analyze(model, zoo.image(batch=2))
-    assert model.training
+    x = zoo.image(batch=2)
+    rng = torch.get_rng_state()
+    analyze(model, x)
+    assert model.training and model.blocks[0].bn1.training and not model.blocks[1].bn1.training
+    assert torch.equal(torch.get_rng_state(), rng)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats too (eval during tracing)
 
