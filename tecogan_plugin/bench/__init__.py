@@ -1,5 +1,63 @@
-"""The bundled TecoGAN pruning benchmark (`prunekit bench tecogan`)."""
+"""The bundled TecoGAN pruning benchmark: `prunekit bench tecogan [--preset quick|paper]`."""
+
+from __future__ import annotations
+
+import argparse
+
+from prunekit.errors import ConfigError
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", choices=["tecogan"], help="which benchmark to run")
+    p.add_argument("--preset", default="quick", help="quick (default: built-in data, CPU, minutes) or paper")
+    p.add_argument("--out", default=None, help="output folder (default: runs/bench-tecogan-<preset>)")
+    p.add_argument("--data-root", default=None, help="folder holding REDS/, Vid4/, ToS3/ (paper preset)")
+    p.add_argument("--checkpoint", default=None,
+                   help="published TecoGAN-PyTorch generator (.pth) used as the dense model instead of training")
+    p.add_argument("--series", default=None,
+                   help="comma-separated STRATEGY:HEAL series, HEAL in none|plain|distill "
+                        "(default: the preset's, e.g. positional:plain,block_influence:distill)")
+    p.add_argument("--blocks", default=None, help="comma-separated block counts to keep (default 9,7,5,3,1)")
+    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
+    p.add_argument("--lpips-weights", default=None, help="torchvision AlexNet ImageNet weights for LPIPS/tLP")
+    p.add_argument("--fresh", action="store_true", help="delete an earlier run in --out instead of continuing it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from tecogan_plugin.bench.grid import run_bench
+    from tecogan_plugin.bench.presets import Series, get_preset
+
+    preset = get_preset(args.preset)
+    update: dict = {}
+    if args.series:
+        update["series"] = [Series.parse(s.strip()) for s in args.series.split(",") if s.strip()]
+    if args.blocks:
+        try:
+            update["blocks"] = [int(b) for b in args.blocks.split(",")]
+        except ValueError:
+            raise ConfigError(f"--blocks: expected comma-separated integers, got {args.blocks!r}") from None
+        if any(b < 1 or b >= preset.task["nb"] for b in update["blocks"]):
+            raise ConfigError(f"--blocks: each count must be in 1..{preset.task['nb'] - 1}, got {args.blocks!r}")
+    if args.seed is not None:
+        update["seed"] = args.seed
+    preset = preset.model_copy(update=update)
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise ConfigError(f"--checkpoint: {args.checkpoint} is not a file")
+    out = Path(args.out or f"runs/bench-tecogan-{preset.name}")
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    run_bench(preset, out, data_root=args.data_root, checkpoint=args.checkpoint,
+              lpips_weights=args.lpips_weights, progress=not args.no_progress)
+    print((out / "report.md").read_text())
+    return 0
 
 
 def register(registries) -> None:
     """Add the `bench` command."""
+    from prunekit.cli import Command
+
+    registries.commands.register("bench", Command("bench", "run the bundled pruning benchmark", _arguments, _run))
