@@ -64,11 +64,14 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return out or "<top level>"
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: `field: message (got <value>)`."""
+def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per problem: `field: message (got <value>)`; `prefix` qualifies nested configs
+    (`task.options`)."""
     lines = []
     for err in exc.errors():
         path = field_path(err["loc"])
+        if prefix:
+            path = prefix if path == "<top level>" else f"{prefix}.{path}"
         got = err.get("input")
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -83,14 +86,15 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return f"invalid config {source}:\n  " + "\n  ".join(lines)
 
 
-def validate_config(model: type[M], data: Any, source: str = "") -> M:
-    """Validate `data` (dict or model instance) as `model`; raise ConfigError naming each bad field."""
+def validate_config(model: type[M], data: Any, source: str = "", prefix: str = "") -> M:
+    """Validate `data` (dict or model instance) as `model`; raise ConfigError naming each bad field
+    (as `prefix.field` when the data sits inside a larger config)."""
     if isinstance(data, model):
         return data
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source or model.__name__)) from None
+        raise ConfigError(format_validation_error(exc, source or prefix or model.__name__, prefix)) from None
 
 
 def load_config(model: type[M], source: str | os.PathLike | dict | M) -> M:

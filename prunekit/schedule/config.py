@@ -152,6 +152,7 @@ class RunConfig(StrictModel):
     out_dir: str = "runs/run"
     init_checkpoint: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: PositiveInt | None = None  # torch CPU threads (1 is fastest for small models on busy machines)
     progress: bool = True
 
     @field_validator("init_checkpoint")

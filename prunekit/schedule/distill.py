@@ -9,7 +9,7 @@ through their removed lists (`renumbered_path`)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -56,16 +56,24 @@ class Distiller:
     """Hooks a student to a teacher. `pop_loss()` returns the weighted distillation loss accumulated
     since the last call (0 when the student was not called) and the per-term values for logging."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DistillConfig, pairs: dict[str, str]) -> None:
-        """`pairs` maps teacher unit paths to the student paths of the same (kept) units."""
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DistillConfig, pairs: dict[str, str],
+                 student_entry: nn.Module | None = None, teacher_entry: nn.Module | None = None,
+                 select: Callable[[Any], Any] | None = None) -> None:
+        """`pairs` maps teacher unit paths to the student paths of the same (kept) units. The task's
+        loss calls `student_entry` (default: the student; e.g. a module running a whole sequence);
+        the teacher is run through `teacher_entry` on the same inputs. `select(output)` picks the
+        tensors to distill (default: every floating-point tensor of the output)."""
         self.cfg = cfg
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.select = select
+        self.teacher = teacher_entry if teacher_entry is not None else teacher
+        teacher.eval().requires_grad_(False)
         self._out = torch.zeros(())
         self._feat = torch.zeros(())
         self._calls = 0
         self._student_feats: dict[str, torch.Tensor] = {}
         self._teacher_feats: dict[str, torch.Tensor] = {}
-        self._handles = [student.register_forward_hook(self._on_student, with_kwargs=True)]
+        entry = student_entry if student_entry is not None else student
+        self._handles = [entry.register_forward_hook(self._on_student, with_kwargs=True)]
         self.feature_pairs: dict[str, str] = {}
         if cfg.features:
             student_modules = dict(student.named_modules())
@@ -92,6 +100,8 @@ class Distiller:
         self._student_feats.clear()
         with torch.no_grad():
             target = self.teacher(*args, **kwargs)
+        if self.select is not None:
+            output, target = self.select(output), self.select(target)
         pairs = [(s, t) for s, t in zip(_float_tensors(output), _float_tensors(target)) if s.shape == t.shape]
         if pairs:
             self._out = self._out + sum(_distance(self.cfg.loss, s, t) for s, t in pairs) / len(pairs)

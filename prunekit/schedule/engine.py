@@ -191,6 +191,8 @@ class _Engine:
             raise ConfigError(f"{where}.batch: task {type(self.task).__name__} does not take a batch size")
 
     def start(self, resume: bool) -> None:
+        if self.cfg.threads is not None:
+            torch.set_num_threads(self.cfg.threads)
         _seed_everything(self.cfg.seed + self.dist.rank)
         if hasattr(self.task, "setup"):
             self.task.setup(self._context())
@@ -284,8 +286,9 @@ class _Engine:
         if self._resume_opt is not None and c.iteration > 0:
             opt.load_state_dict(self._resume_opt)
         self._resume_opt = None
-        net = dd.wrap(self.model, self.dist, self.device)
-        distiller = self._distiller(distill) if distill is not None else None
+        entry = self.task.train_module(self.model) if hasattr(self.task, "train_module") else self.model
+        net = dd.wrap(entry, self.dist, self.device)
+        distiller = self._distiller(distill, entry) if distill is not None else None
         teacher = self.teacher if distill is not None else None
         eval_every = scfg.eval_every if scfg.eval_every is not None else self.cfg.eval_every
         ckpt_every = scfg.ckpt_every if scfg.ckpt_every is not None else self.cfg.ckpt_every
@@ -339,7 +342,7 @@ class _Engine:
                 distiller.close()
         self.evaluate(label, phase, c.iteration)
 
-    def _distiller(self, cfg: Any) -> Distiller:
+    def _distiller(self, cfg: Any, entry: nn.Module) -> Distiller:
         if self.teacher is None:
             raise ConfigError("distill: no teacher (the model before the first prune stage) is available")
         pairs: dict[str, str] = {}
@@ -353,7 +356,9 @@ class _Engine:
                 s_path = renumbered_path(unit.path, s_removed, ref)
                 if t_path is not None and s_path is not None:
                     pairs[t_path] = s_path
-        return Distiller(self.model, self.teacher, cfg, pairs)
+        teacher_entry = self.task.train_module(self.teacher) if hasattr(self.task, "train_module") else None
+        return Distiller(self.model, self.teacher, cfg, pairs, student_entry=entry, teacher_entry=teacher_entry,
+                         select=getattr(self.task, "distill_output", None))
 
     # --------------------------------------------------------------- pruning
     def prune_step(self, stage_index: int, stage: PruneStage) -> bool:

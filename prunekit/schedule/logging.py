@@ -1,4 +1,5 @@
-"""Metrics of a run: a long-format CSV in the run folder (step, stage, name, value), TensorBoard when
+"""Metrics of a run: a long-format CSV in the run folder (record, step, stage, phase, iteration, name,
+value; `record` numbers the log calls), TensorBoard when
 installed, and a tqdm bar (loss, rate, ETA) shown only on a terminal unless disabled."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-FIELDS = ["global_step", "stage", "phase", "iteration", "name", "value"]
+FIELDS = ["record", "global_step", "stage", "phase", "iteration", "name", "value"]
 
 
 class MetricsLog:
@@ -22,6 +23,7 @@ class MetricsLog:
         self.path = run_dir / "metrics.csv"
         self.history: list[dict[str, Any]] = []
         self.rows = 0
+        self._records = 0
         self._tb = None
         if not enabled:
             return
@@ -32,6 +34,7 @@ class MetricsLog:
         self._rewrite(kept)
         self.rows = len(kept)
         self.history = _group(kept)
+        self._records = int(kept[-1]["record"]) + 1 if kept else 0
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -54,10 +57,12 @@ class MetricsLog:
         self.history.append(row)
         if not self.enabled:
             return
+        record = self._records
+        self._records += 1
         with self.path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
             for name, value in values.items():
-                w.writerow({"global_step": global_step, "stage": stage, "phase": phase, "iteration": iteration,
+                w.writerow({"record": record, "global_step": global_step, "stage": stage, "phase": phase, "iteration": iteration,
                             "name": name, "value": repr(float(value))})
                 self.rows += 1
         if self._tb is not None:
@@ -72,11 +77,12 @@ class MetricsLog:
 def _group(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     """Long-format CSV rows back into one dict per log call (as `MetricsLog.log` builds them)."""
     out: list[dict[str, Any]] = []
+    last = None
     for r in rows:
-        key = (int(r["global_step"]), r["stage"], r["phase"], int(r["iteration"]))
-        if not out or (out[-1]["global_step"], out[-1]["stage"], out[-1]["phase"], out[-1]["iteration"]) != key or \
-                r["name"] in out[-1]:
-            out.append({"global_step": key[0], "stage": key[1], "phase": key[2], "iteration": key[3]})
+        if r["record"] != last:
+            last = r["record"]
+            out.append({"global_step": int(r["global_step"]), "stage": r["stage"], "phase": r["phase"],
+                        "iteration": int(r["iteration"])})
         out[-1][r["name"]] = float(r["value"])
     return out
 

@@ -39,6 +39,10 @@ class Task(Protocol):
     - `state_dict() -> dict` / `load_state_dict(dict)`: extra state (task-owned modules, optimisers) that a
       checkpoint must hold; values must be tensors, numbers, strings, lists or dicts (loaded weights_only);
     - `load_init(model, path) -> nn.Module`: load a task-specific initial checkpoint file (e.g. a published one);
+    - `train_module(model) -> nn.Module`: the module the loss calls during training, sharing the model's
+      parameters (e.g. one whose forward runs a whole recurrent sequence); DDP wraps this one, and
+      output distillation hooks it (the teacher goes through `train_module(teacher)`);
+    - `distill_output(output)`: which tensors of the training output to distill (default: all floats);
     - `train_batches(..., batch_size=..., start=...)`: accept `batch_size` (the stage's `batch`) and `start`
       (skip to the n-th batch quickly on resume; otherwise the engine skips by drawing).
     `train_batches` must draw its randomness from `seed` only (its own generator), so that a resumed run
