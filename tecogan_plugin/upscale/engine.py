@@ -100,26 +100,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _prepare(model: nn.Module, device: torch.device, fast: bool, half: bool) -> tuple[nn.Module, torch.dtype]:
-    """A copy of `model` on `device` in eval mode, rewritten for speed when `fast`, halved when `half`."""
+def _prepare(model: nn.Module, device: torch.device, fast: bool, half: bool) -> nn.Module:
+    """A copy of `model` on `device` in eval mode; with `fast`, make_fast's exact rewrites (and its fp16
+    SRNet when `half`: FNet and the warp stay fp32 so sampling positions are not quantised)."""
     model = copy.deepcopy(model).eval().to(device)
-    dtype = torch.float16 if half else torch.float32
-    if fast:
-        from tecogan_plugin.fast import make_fast
+    if not fast:
+        return model
+    from tecogan_plugin.fast import make_fast
 
-        model = make_fast(model, half=half)
-    elif half:
-        model = model.half()
-    return model, dtype
+    return make_fast(model, half=half)
 
 
-def _bytes_per_pixel(step: Callable[..., torch.Tensor], scale: int, device: torch.device, dtype: torch.dtype) -> float:
+def _bytes_per_pixel(step: Callable[..., torch.Tensor], scale: int, device: torch.device) -> float:
     """Peak CUDA memory per LR pixel of one step, from two probe sizes (slope, so fixed costs cancel)."""
     peaks = []
     sizes = (64, 128)
     for side in sizes:
-        lr = torch.rand(1, 3, side, side, device=device, dtype=dtype)
-        hr = torch.rand(1, 3, scale * side, scale * side, device=device, dtype=dtype)
+        lr = torch.rand(1, 3, side, side, device=device)
+        hr = torch.rand(1, 3, scale * side, scale * side, device=device)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
@@ -131,13 +129,13 @@ def _bytes_per_pixel(step: Callable[..., torch.Tensor], scale: int, device: torc
     return max(peaks[1] - peaks[0], 1) / (sizes[1] ** 2 - sizes[0] ** 2)
 
 
-def _auto_tile(step: nn.Module, device: torch.device, dtype: torch.dtype, overlap: int) -> Callable[[int, int], int | None]:
+def _auto_tile(step: nn.Module, device: torch.device, overlap: int) -> Callable[[int, int], int | None]:
     """Per frame size: whole frames on the CPU; on CUDA the largest tile that fits free memory."""
 
     def decide(height: int, width: int) -> int | None:
         if device.type != "cuda":
             return None
-        per_px = _bytes_per_pixel(step, step.scale, device, dtype)  # type: ignore[arg-type]
+        per_px = _bytes_per_pixel(step, step.scale, device)  # type: ignore[arg-type]
         free, _total = torch.cuda.mem_get_info(device)
         stitched = 4 * 3 * height * width * step.scale**2  # the whole-frame float32 output being assembled
         return choose_tile(height, width, overlap, free * MEMORY_FRACTION - stitched, per_px)
@@ -167,13 +165,14 @@ def upscale_frames(
     dev = resolve_device(device)
     if half and dev.type != "cuda":
         raise ConfigError(f"half precision needs a CUDA device, got device {dev}")
+    if half and not fast:
+        raise ConfigError("half precision is part of the fast path (fp16 SRNet, fp32 flow); use it with fast=True")
     if tile is not None and tile < 0:
         raise ConfigError(f"tile must be >= 0 LR px (0 = never tile), got {tile}")
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0 frames, got {warmup}")
-    net, dtype = _prepare(model, dev, fast, half)
-    step = TiledStep(net, None, overlap, dtype)
-    step.tile = _auto_tile(step.model, dev, dtype, overlap) if tile is None else (tile or None)
+    net = _prepare(model, dev, fast, half)
+    step = TiledStep(net, _auto_tile(net, dev, overlap) if tile is None else (tile or None), overlap)
     return _stream(step, iter(frames), warmup)
 
 

@@ -105,7 +105,6 @@ class TiledStep(nn.Module):
     Has FRNet's step signature and `scale`, so it drops into `nets.FrameStepper`/`infer_sequence`,
     which keep the whole-frame recurrent state. `tile` is a core size in LR px, None (whole frame), or a
     callable (height, width) -> tile size deciding once per frame size (the automatic choice).
-    Inputs are cast to `dtype` for the network and outputs come back as float32.
     """
 
     def __init__(
@@ -113,14 +112,12 @@ class TiledStep(nn.Module):
         model: nn.Module,
         tile: int | None | Callable[[int, int], int | None] = None,
         overlap: int = 32,
-        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.model = model
         self.scale: int = model.scale  # type: ignore[assignment]
         self.tile = tile
         self.overlap = overlap
-        self.dtype = dtype
         self._plans: dict[tuple[int, int], list[Tile]] = {}
 
     def tiles_for(self, height: int, width: int) -> list[Tile]:
@@ -131,19 +128,15 @@ class TiledStep(nn.Module):
             self._plans[key] = plan_tiles(height, width, tile, self.overlap)
         return self._plans[key]
 
-    def _run(self, lr_curr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor) -> torch.Tensor:
-        d = self.dtype
-        return self.model(lr_curr.to(d), lr_prev.to(d), hr_prev.to(d)).float()
-
     def forward(self, lr_curr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor) -> torch.Tensor:
         tiles = self.tiles_for(*lr_curr.shape[-2:])
         if len(tiles) == 1:
-            return self._run(lr_curr, lr_prev, hr_prev)
+            return self.model(lr_curr, lr_prev, hr_prev)
         s = self.scale
-        out = torch.empty_like(hr_prev, dtype=torch.float32)
+        out = torch.empty_like(hr_prev)
         for t in tiles:
             (py0, py1), (px0, px1) = t.pad_y, t.pad_x
-            hr = self._run(
+            hr = self.model(
                 lr_curr[..., py0:py1, px0:px1],
                 lr_prev[..., py0:py1, px0:px1],
                 hr_prev[..., s * py0 : s * py1, s * px0 : s * px1],
