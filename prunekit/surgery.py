@@ -53,7 +53,7 @@ def _remove_in_place(model: nn.Module, paths: list[str]) -> None:
     parents = [(model.get_submodule(parent_path), names) for parent_path, names in by_parent.items()]
     for parent, names in parents:
         if isinstance(parent, (nn.Sequential, nn.ModuleList)):
-            kept = [m for name, m in parent.named_children() if name not in names]
+            kept = [m for name, m in parent._modules.items() if name not in names]  # keeps repeated modules
             for name in list(parent._modules):
                 del parent._modules[name]
             for i, m in enumerate(kept):
