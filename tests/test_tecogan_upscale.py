@@ -159,6 +159,8 @@ def test_frames_are_pulled_lazily():
 
 def _peak_traced(n: int) -> int:
     model = tiny(nb=1)
+    for _ in upscale_frames(model, Counting(2, 16, 16), device="cpu", fast=False):
+        pass  # first-use imports and caches are not what is measured
     tracemalloc.start()
     try:
         for _ in upscale_frames(model, Counting(n, 16, 16), device="cpu", fast=False):
