@@ -57,7 +57,8 @@ class LpipsScorer:
             warnings.filterwarnings("ignore", message=".*(pretrained|weight enum)", category=UserWarning)
             model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", pnet_rand=True, verbose=False)
         _load_trunk(model, backbone_file)
-        self.model = model.to(self.device).eval()
+        # channels_last runs AlexNet ~25% faster on CPU; LPIPS values move by ~1e-7 relative.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         # uint8 -> [-1, 1] exactly as x / 127.5 - 1 computed in float64 and stored as float32.
         lut = torch.arange(256, dtype=torch.float64) / 127.5 - 1
         self._lut = lut.to(torch.float32).to(self.device)
@@ -69,7 +70,7 @@ class LpipsScorer:
     @torch.no_grad()
     def features(self, frames: torch.Tensor) -> Features:
         """Unit-normalised AlexNet features (5 layers) of (N,3,H,W) uint8 frames."""
-        x = self.model.scaling_layer(self.to_input(frames))
+        x = self.model.scaling_layer(self.to_input(frames)).contiguous(memory_format=torch.channels_last)
         # cuDNN would otherwise use TF32 on recent GPUs (about 1e-3 relative error in the features).
         cudnn = torch.backends.cudnn
         with cudnn.flags(cudnn.enabled, cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False):

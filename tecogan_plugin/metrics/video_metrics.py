@@ -215,8 +215,8 @@ class VideoMetrics:
                     out["ssim"].extend(ssim_y_torch(gc, pc).cpu().tolist())
             if self._lpips is None or not ({"lpips", "tlp"} & set(want)):
                 continue
-            fg = self._lpips.features(crop_8x8_nchw(g))
-            fp = self._lpips.features(crop_8x8_nchw(p))
+            both = self._lpips.features(crop_8x8_nchw(torch.cat([g, p])))
+            fg, fp = [f[: len(g)] for f in both], [f[len(g) :] for f in both]
             if "lpips" in want:
                 out["lpips"].append(self._lpips.distance(fg, fp).cpu())
             if "tlp" in want:
