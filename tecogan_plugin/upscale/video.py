@@ -214,11 +214,13 @@ def open_sink(
     path: str | os.PathLike, source: FrameSource, *, fps: float | None = None, codec: str | None = None
 ) -> FrameSink:
     """A video file when `path` has a video suffix, else a folder of PNGs (named after the input frames
-    when the input is a folder). Frame rate and codec come from the input video unless given."""
+    when the input is a folder). Frame rate and codec come from the input video unless given; the
+    input's codec is kept only for the same container type (else the container's default codec)."""
     path = Path(path)
     if is_video_path(path):
         rate = fps or source.fps or DEFAULT_FPS
-        return VideoSink(path, rate, codec or source.fourcc, fourcc_given=codec is not None)
+        same_container = source.kind == "video" and source.path.suffix.lower() == path.suffix.lower()
+        return VideoSink(path, rate, codec or (source.fourcc if same_container else None), fourcc_given=codec is not None)
     if fps is not None or codec is not None:
         warnings.warn(f"--fps/--codec apply to video output only; {path} is a frame folder", stacklevel=2)
     return PngFolderSink(path, source.names or None)
