@@ -351,7 +351,7 @@ def test_builtin_env_var_default(tmp_path, monkeypatch):
     from tecogan_plugin.data import synthetic
 
     monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path / "home"))
-    assert synthetic.default_root() == tmp_path / "home" / "tecogan-builtin-v1"
+    assert synthetic.default_root() == tmp_path / "home" / "tecogan-builtin-v2"
 
 
 def test_builtin_deterministic_bytes(builtin, tmp_path, monkeypatch):
