@@ -193,6 +193,16 @@ def test_fresh_run_refuses_existing_run_folder(tmp_path):
         run(cfg)
 
 
+def test_resume_refuses_a_changed_schedule(tmp_path):
+    from prunekit.errors import ConfigError
+
+    cfg = config(tmp_path / "r", stages=[{"kind": "train", "iterations": 3, "batch": 2}])
+    run(cfg)
+    cfg["stages"][0]["iterations"] = 5
+    with pytest.raises(ConfigError, match="stages: differ from the run being resumed"):
+        run(cfg, resume=True)
+
+
 def test_distillation_pulls_student_toward_teacher(tmp_path):
     """With only the distillation term weighted strongly, the pruned student's output moves closer to
     the teacher's than plain fine-tuning on the task loss does."""

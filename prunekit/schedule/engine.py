@@ -198,6 +198,7 @@ class _Engine:
             self.task.setup(self._context())
         found = ckpt.list_checkpoints(self.ckpt_dir)
         if resume and found:
+            self._check_same_schedule()
             self._load(found[-1])
             self.log = MetricsLog(self.run_dir, self.dist.is_main, resume_rows=self._resume_rows)
             return
@@ -212,6 +213,18 @@ class _Engine:
             ckpt.atomic_write_bytes(self.run_dir / "config.json", self.cfg.model_dump_json(indent=2).encode())
         self.log = MetricsLog(self.run_dir, self.dist.is_main, resume_rows=None)
         dd.barrier(self.dist)
+
+    def _check_same_schedule(self) -> None:
+        """Resuming under a different schedule would silently mix two runs: refuse, naming the fields."""
+        saved_file = self.run_dir / "config.json"
+        if not saved_file.is_file():
+            return
+        saved = json.loads(saved_file.read_text())
+        now = json.loads(self.cfg.model_dump_json())
+        changed = [k for k in ("task", "seed", "stages", "init_checkpoint") if saved.get(k) != now.get(k)]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)}: differ from the run being resumed ({saved_file}); resume with "
+                              "the same config or start a new run in another out_dir")
 
     def _context(self) -> StepContext:
         return StepContext(device=self.device, rank=self.dist.rank, world_size=self.dist.world_size,
