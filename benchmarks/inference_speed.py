@@ -3,10 +3,14 @@
 For each LR size and each nb in {10, 9, 7, 5, 3, 1}, the pruned model is the dense nb=10 FRNet with
 the last 10-nb SRNet blocks removed by `prunekit.remove_units` (the speed does not depend on which
 blocks go). FLOPs are `prunekit.profile.flops` (MACs: one multiply-add = 1, ConvT counted at its input
-resolution, adds/interpolation/warp included). Times are per frame (one `FRNet.step`), median over
-repeats after warm-up, in `torch.inference_mode`.
+resolution, adds/interpolation/warp included). A frame costs one `FRNet.step` in `torch.inference_mode`.
 
-    .venv/bin/python benchmarks/inference_speed.py                 # CPU (and CUDA if present)
+Timing is built for a shared machine: all (nb, path) combinations of one size are timed round-robin,
+one call each per round, so background load hits them alike; per call both wall-clock time and the
+process's CPU time are recorded. On CPU the table uses the median CPU time (with --threads 1 this is
+the single-core compute time, insensitive to other processes taking the core); on CUDA, wall time.
+
+    .venv/bin/python benchmarks/inference_speed.py --threads 1       # CPU (and CUDA if present)
     .venv/bin/python benchmarks/inference_speed.py --sizes 64x64 --nbs 10,1 --repeats 2 --json out.json
 """
 
@@ -33,19 +37,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def time_step(run: Callable[..., Any], inputs: tuple, warmup: int, repeats: int, device: torch.device) -> list[float]:
-    """Seconds per call of `run(*inputs)`; CUDA is synchronised around each call."""
+def time_call(run: Callable[..., Any], inputs: tuple, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one `run(*inputs)`; CUDA is synchronised around it."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            run(*inputs)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
+        sync()
+        wall, cpu = time.perf_counter(), time.process_time()
+        run(*inputs)
+        sync()
+        return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def variants(model: FRNet, device: torch.device) -> dict[str, Callable[..., Any]]:
@@ -65,6 +65,7 @@ def run(sizes: list[tuple[int, int]], nbs: list[int], devices: list[str], warmup
     rows = []
     torch.manual_seed(seed)
     dense = FRNet(nb=10).eval()
+    nbs = sorted(set(nbs) | {10}, reverse=True)
     for dev in devices:
         device = torch.device(dev)
         for h, w in sizes:
@@ -72,21 +73,31 @@ def run(sizes: list[tuple[int, int]], nbs: list[int], devices: list[str], warmup
             inputs_cpu = (torch.rand(1, 3, h, w, generator=gen), torch.rand(1, 3, h, w, generator=gen),
                           torch.rand(1, 3, 4 * h, 4 * w, generator=gen))
             inputs = tuple(x.to(device) for x in inputs_cpu)
-            base: dict[str, float] = {}
-            for nb in sorted(nbs, reverse=True):
+            runners: dict[tuple[int, str], Callable[..., Any]] = {}
+            size_rows: dict[int, dict[str, Any]] = {}
+            for nb in nbs:
                 model = remove_units(dense, [f"srnet.resblocks.{i}" for i in range(nb, 10)]).eval()
-                macs = flops(model, inputs_cpu)
-                model = model.to(device)
-                row: dict[str, Any] = {"device": dev, "lr_size": f"{h}x{w}", "nb": nb, "gmacs": macs / 1e9}
-                for name, runner in variants(model, device).items():
-                    times = time_step(runner, inputs, warmup, repeats, device)
-                    row[f"{name}_s"] = statistics.median(times)
-                    row[f"{name}_min_s"] = min(times)
-                if nb == 10:
-                    base = {k: v for k, v in row.items() if k.endswith("_s") or k == "gmacs"}
-                row["flops_ratio"] = macs / 1e9 / base["gmacs"] if base else float("nan")
-                for key in [k for k in row if k.endswith("_s") and not k.endswith("_min_s")]:
-                    row[key.replace("_s", "_ratio")] = row[key] / base[key] if base else float("nan")
+                size_rows[nb] = {"device": dev, "lr_size": f"{h}x{w}", "nb": nb, "gmacs": flops(model, inputs_cpu) / 1e9}
+                for name, runner in variants(model.to(device), device).items():
+                    runners[(nb, name)] = runner
+            samples: dict[tuple[int, str], list[tuple[float, float]]] = {key: [] for key in runners}
+            for i in range(warmup + repeats):
+                for key, runner in runners.items():
+                    t = time_call(runner, inputs, device)
+                    if i >= warmup:
+                        samples[key].append(t)
+            for (nb, name), times in samples.items():
+                row = size_rows[nb]
+                row[f"{name}_wall_s"] = statistics.median(t[0] for t in times)
+                row[f"{name}_wall_min_s"] = min(t[0] for t in times)
+                row[f"{name}_cpu_s"] = statistics.median(t[1] for t in times)
+                row[f"{name}_s"] = row[f"{name}_cpu_s"] if device.type == "cpu" else row[f"{name}_wall_s"]
+            base = size_rows[10]
+            for nb in nbs:
+                row = size_rows[nb]
+                row["flops_ratio"] = row["gmacs"] / base["gmacs"]
+                for name in dict.fromkeys(key[1] for key in runners):
+                    row[f"{name}_ratio"] = row[f"{name}_s"] / base[f"{name}_s"]
                 rows.append(row)
                 print(format_row(row), flush=True)
     return rows
@@ -115,8 +126,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     nbs = [int(n) for n in args.nbs.split(",")]
-    if 10 not in nbs:
-        nbs.append(10)
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     settings = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

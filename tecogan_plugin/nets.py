@@ -335,7 +335,7 @@ class SpatioTemporalDiscriminator(nn.Module):
         self,
         hr: torch.Tensor,
         lr: torch.Tensor,
-        hr_flow: torch.Tensor | None = None,
+        hr_flow: torch.Tensor,
         *,
         fnet: FNet | None = None,
         pingpong: bool = True,
@@ -351,7 +351,9 @@ class SpatioTemporalDiscriminator(nn.Module):
         Flows are detached. Warped frames keep only the central `int(S*crop_border_ratio)` square.
         """
         if hr.dim() != 5 or lr.dim() != 5:
-            raise InputShapeError(f"clip_inputs expects hr and lr of shape (N,T,C,H,W), got {tuple(hr.shape)}, {tuple(lr.shape)}")
+            raise InputShapeError(
+                f"clip_inputs expects hr and lr of shape (N,T,C,H,W), got {tuple(hr.shape)}, {tuple(lr.shape)}"
+            )
         n, t_all, c, hh, ww = hr.shape
         s = self.scale
         if (hh, ww) != (self.spatial_size, self.spatial_size) or lr.shape[-2:] != (hh // s, ww // s):
@@ -367,8 +369,6 @@ class SpatioTemporalDiscriminator(nn.Module):
             bi = self.upsample_func(lr.reshape(n * t, c, hh // s, ww // s)).view(n, t, c, hh, ww)
         else:
             bi = bi[:, :t]
-        if hr_flow is None:
-            raise InputShapeError("clip_inputs needs hr_flow (N,T-1,2,H,W) from FRNet.forward_sequence")
         hr_flow = hr_flow.detach()
         flow_bw = hr_flow[:, 0:t:3]
         if pingpong:
@@ -395,8 +395,9 @@ class SpatioTemporalDiscriminator(nn.Module):
 
         return torch.cat([channel_major(hr), channel_major(warped), channel_major(bi)], dim=1)
 
-    def forward_sequence(self, hr: torch.Tensor, lr: torch.Tensor, hr_flow: torch.Tensor | None = None,
-                         **kwargs: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_sequence(
+        self, hr: torch.Tensor, lr: torch.Tensor, hr_flow: torch.Tensor, **kwargs: Any
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`self(self.clip_inputs(hr, lr, hr_flow, **kwargs))`."""
         return self(self.clip_inputs(hr, lr, hr_flow, **kwargs))
 
