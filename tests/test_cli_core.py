@@ -111,3 +111,16 @@ def test_analyze_registered_model_defaults(capsys) -> None:
 def test_analyze_several_input_shapes(capsys) -> None:
     assert main(["analyze", "tecogan.frnet", "--input-shape", "1,3,8,8", "1,3,8,8", "1,3,32,32"]) == 0
     assert "10 units (10 removable blocks)" in capsys.readouterr().out
+
+
+def test_prune_from_plain_safetensors_state_dict(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(4)
+    dense = zoo.SRNetStack(nf=16, nb=6)
+    save_file({k: v.contiguous() for k, v in dense.state_dict().items()}, str(tmp_path / "dense.safetensors"))
+    cfg = write_config(tmp_path, weights=str(tmp_path / "dense.safetensors"), strategy="positional")
+    assert main(["prune", "--config", cfg]) == 0
+    small = pk.load(tmp_path / "out", build=lambda: zoo.SRNetStack(nf=16, nb=6))
+    assert torch.equal(small.resblocks[3].conv[0].weight, dense.resblocks[3].conv[0].weight)
+    assert torch.equal(small.conv_out.weight, dense.conv_out.weight)
