@@ -65,8 +65,10 @@ def test_distillation_without_a_prune_stage_is_rejected(tmp_path):
 
 
 @pytest.mark.parametrize("path,value,match", [
-    (["stages", 1, "target"], {"kind": "keep_blocks", "n": 9}, r"stages\[1\]\.target: keep 9 blocks is unreachable.*4"),
+    (["stages", 1, "target"], {"kind": "keep_blocks", "n": 9}, r"stages\[1\]\.target: .*only 4 removable blocks"),
     (["stages", 1, "strategy"], "oracle", r"stages\[1\]\.strategy: .*oracle"),
+    (["stages", 1, "target"], {"kind": "params_ratio", "keep": 0.05},
+     r"stages\[1\]\.target: .*needs at most .* still leaves"),
     (["stages", 1, "iterative", "finetune", "batch"], 0, r"stages\[1\]\.prune\.iterative\.finetune\.batch"),
     (["task", "name"], "no.such.task", r"task\.name: .*no\.such\.task"),
     (["task", "options"], {"n_blocks": 4, "colour": "red"}, r"task\.options: .*colour"),

@@ -18,8 +18,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from prunekit.schedule import run
 
+    import os
+
     result = run(args.config, resume=args.resume, progress=not args.no_progress, out_dir=args.out)
-    if result.run_dir is not None:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
         shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items()))
         print(f"run finished: {result.run_dir / 'final'}" + (f" ({shown})" if shown else ""))
     return 0

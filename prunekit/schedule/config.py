@@ -119,8 +119,8 @@ class PruneStage(StrictModel):
         if not items:
             raise ValueError("at least one target is needed")
         for t in items:
-            if isinstance(t, KeepBlocks) and t.n < 0:
-                raise ValueError(f"keep_blocks needs n >= 0, got {t.n}")
+            if isinstance(t, KeepBlocks) and t.n < 1:
+                raise ValueError(f"keep_blocks needs n >= 1 (pruning may not remove every block), got {t.n}")
             if isinstance(t, (ParamsRatio, FlopsRatio)) and not 0 < t.keep <= 1:
                 raise ValueError(f"{t.kind} needs 0 < keep <= 1, got {t.keep}")
             if isinstance(t, ChannelRatio) and not 0 <= t.prune < 1:

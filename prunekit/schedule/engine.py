@@ -150,7 +150,7 @@ class _Engine:
     def preflight(self, model: nn.Module, plan: Any) -> None:
         """Catch unreachable or unsupported prune stages before any training."""
         from prunekit import strategies
-        from prunekit.budget import KeepBlocks
+        from prunekit.budget import KeepBlocks, select_units
 
         n_blocks: int | None = None
         widths_pruned = bool(plan is not None and plan.channels)
@@ -174,10 +174,16 @@ class _Engine:
                                       f"(keep_blocks, params_ratio or flops_ratio), got {[t.kind for t in targets]}")
                 self._check_batch(stage.iterative.finetune, f"{where}.iterative.finetune")
             if n_blocks is None:
-                graph = analyze(model, self.task.example_inputs(), getattr(self.task, "layout", None))
-                n_blocks = len(graph.removable())
+                example = self.task.example_inputs()
+                graph = analyze(model, example, getattr(self.task, "layout", None))
+                n_blocks = len(graph.leaves())
+                for t in block:  # the first block target is checked on the real model, with neutral scores
+                    try:
+                        select_units(model, graph, {u.path: 0.0 for u in graph.leaves()}, t, example)
+                    except PrunekitError as exc:
+                        raise ConfigError(f"{where}.target: {exc}") from None
             for t in block:
-                if isinstance(t, KeepBlocks):
+                if isinstance(t, KeepBlocks) and not t.per_group:
                     if t.n > n_blocks:
                         raise ConfigError(f"{where}.target: keep {t.n} blocks is unreachable; the model has "
                                           f"{n_blocks} removable blocks at this stage")
