@@ -147,6 +147,19 @@ def test_full_schedule_prunes_iteratively_and_writes_run_folder(tmp_path):
     assert lrs[:4] == [3e-3] * 4 and lrs[4:] == [1.5e-3] * 2
 
 
+def test_iterative_ratio_target_stays_relative_to_the_dense_model(tmp_path):
+    stages = [{"kind": "prune", "strategy": "magnitude", "calibration": 0,
+               "target": {"kind": "params_ratio", "keep": 0.6},
+               "iterative": {"remove": 1, "finetune": {"kind": "finetune", "iterations": 1, "batch": 2}}}]
+    result = run(config(tmp_path / "ratio", stages=stages))
+    dense = sum(p.numel() for p in ToyNet(4, 8).parameters())
+    assert len(result.model.blocks) == 2  # one block per step: 5115 -> 3947 -> 2779 <= 0.6 * 5115
+    assert sum(1 for h in result.history if h["phase"] == "prune" and "removed" in h) == 2
+    assert result.plan.stats.params_before == dense
+    assert result.plan.stats.params_after <= 0.6 * dense
+    assert result.plan.stats.flops_after < result.plan.stats.flops_before
+
+
 class Crash(RuntimeError):
     pass
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunekit.config import load_config, StrictModel
+from prunekit.config import load_config
 from prunekit.errors import ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
 from prunekit.graph import analyze
 from prunekit.plan import Plan, plan as make_plan
@@ -30,7 +30,7 @@ from prunekit.schedule.config import FinetuneStage, PruneStage, RunConfig, TaskC
 from prunekit.schedule.distill import Distiller, renumbered_path
 from prunekit.surgery import apply
 from prunekit.schedule.logging import MetricsLog, progress_bar
-from prunekit.schedule.task import StepContext, Task, call_train_batches
+from prunekit.schedule.task import StepContext, Task, call_train_batches, to_device
 
 
 @dataclass
@@ -121,6 +121,7 @@ class _Engine:
         self.last_eval_step = -1
         self._reference: nn.Module | None = None
         self._resume_opt: dict | None = None
+        self._resume_rows = 0
 
     # ----------------------------------------------------------------- setup
     def reference(self) -> nn.Module:
@@ -399,13 +400,13 @@ class _Engine:
         done = True
         if self.dist.is_main:
             self.model.eval()
-            example = self.task.example_inputs()
+            example = to_device(self.task.example_inputs(), self.device)
             graph = analyze(self.model, example, getattr(self.task, "layout", None))
             if stage.iterative is not None:
                 targets = [_relative_target(targets[0], self.model, self.reference(), self.plan, example)]
-            data = self.task.calibration(stage.calibration) if stage.calibration else None
+            data = to_device(self.task.calibration(stage.calibration), self.device) if stage.calibration else None
             step = make_plan(self.model, graph, strategy=stage.strategy, target=targets, data=data,
-                                 **stage.strategy_kwargs)
+                             **stage.strategy_kwargs)
             if stage.iterative is not None and len(step.removed) > stage.iterative.remove:
                 order = sorted(step.removed, key=lambda p: step.scores.get(p, 0.0))
                 step = step.model_copy(update={"removed": order[: stage.iterative.remove]})
@@ -415,6 +416,11 @@ class _Engine:
         step_plan_json, done = dd.broadcast((step_plan_json, done), self.dist)
         step = Plan.model_validate_json(step_plan_json)
         pruned = apply(self.model, step).to(self.device)
+        if stage.iterative is not None:  # the step removed a subset: measure what is really left
+            from prunekit import profile
+
+            flops = profile.flops(pruned, to_device(self.task.example_inputs(), self.device))
+            step = step.model_copy(update={"stats": step.stats.model_copy(update={"flops_after": flops})})
         self.plan = self._compose(step, pruned)
         self.model = pruned
         self.log.log(self.cursor.global_step, f"stage{stage_index}", "prune", self.cursor.prune_step + 1,
@@ -527,7 +533,8 @@ def _relative_target(target: Any, model: nn.Module, reference: nn.Module, plan: 
     if isinstance(target, ParamsRatio):
         start, now = plan.stats.params_before, profile.count_params(model)
     else:
-        start, now = plan.stats.flops_before or profile.flops(reference, example), profile.flops(model, example)
+        start = plan.stats.flops_before or profile.flops(reference, to_device(example, torch.device("cpu")))
+        now = profile.flops(model, example)
     keep = min(1.0, target.keep * start / max(now, 1))
     return target.model_copy(update={"keep": keep})
 

@@ -80,13 +80,14 @@ def call_train_batches(task: Task, seed: int, rank: int, world_size: int, batch_
     return it
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors of a (nested) batch moved to `device`; other values kept."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(b, device) for b in batch)
+        return type(batch)(to_device(b, device) for b in batch)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     return batch
 
 
@@ -140,7 +141,7 @@ class ModelTask:
 
     def loss(self, model: nn.Module, batch: Any, teacher: nn.Module | None = None, step: int = 0
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        x, y = _to_device(batch, next(model.parameters()).device)
+        x, y = to_device(batch, next(model.parameters()).device)
         loss = self.loss_fn(model(x), y)
         return loss, {"task_loss": float(loss.detach())}
 
