@@ -160,6 +160,19 @@ def test_iterative_ratio_target_stays_relative_to_the_dense_model(tmp_path):
     assert result.plan.stats.flops_after < result.plan.stats.flops_before
 
 
+def test_one_shot_block_and_channel_targets_then_reload(tmp_path):
+    stages = [{"kind": "prune", "strategy": "magnitude", "calibration": 0,
+               "target": [{"kind": "keep_blocks", "n": 3}, {"kind": "channel_ratio", "prune": 0.5}]},
+              {"kind": "finetune", "iterations": 2, "batch": 2, "distill": {"weight": 1.0, "features": True}}]
+    result = run(config(tmp_path / "width", stages=stages))
+    assert len(result.model.blocks) == 3 and result.plan.channels
+    from prunekit.checkpoint import load
+
+    again = load(tmp_path / "width" / "final", build=lambda: ToyNet(4, 8))
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(again(x), result.model(x), rtol=0, atol=0)
+
+
 class Crash(RuntimeError):
     pass
 

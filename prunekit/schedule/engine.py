@@ -415,7 +415,7 @@ class _Engine:
             self.model.train()
         step_plan_json, done = dd.broadcast((step_plan_json, done), self.dist)
         step = Plan.model_validate_json(step_plan_json)
-        pruned = apply(self.model, step).to(self.device)
+        pruned = apply(self.model, step, to_device(self.task.example_inputs(), self.device)).to(self.device)
         if stage.iterative is not None:  # the step removed a subset: measure what is really left
             from prunekit import profile
 
