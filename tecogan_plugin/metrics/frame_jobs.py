@@ -53,14 +53,12 @@ def warm_up() -> None:
 def make_pool(workers: int) -> Executor:
     """A process pool for `chunk_metrics`.
 
-    Workers are forked where the platform allows it: they start instantly and, unlike spawned
-    workers, do not re-import the caller's `__main__` (a script without an `if __name__ ==
-    "__main__"` guard would otherwise fail). This is safe because workers only run numpy, OpenCV
-    (pthreads backend) and scikit-image code, never torch, OpenMP or CUDA inherited from the parent.
-    Elsewhere they are spawned, and the worker modules avoid importing torch to start quickly."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+    Workers are spawned, never forked: a fork taken after the parent has used OpenCV's or torch's
+    thread pools can inherit a held lock and hang the child (seen with cv2.setNumThreads after a
+    training run). Spawned workers re-import the caller's `__main__`, so scripts that evaluate
+    need the usual `if __name__ == "__main__":` guard; the worker modules avoid importing torch so
+    that they start quickly."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
 
 
 class InlineExecutor(Executor):
