@@ -217,6 +217,17 @@ def test_load_published_pth(tmp_path):
     assert all(torch.equal(ref[k], v) for k, v in loaded.state_dict().items())
 
 
+def test_load_converted_checkpoint_uses_frnet_json(tmp_path):
+    from tecogan_plugin.convert import convert
+
+    model = tiny(nb=2, degradation="BI")
+    torch.save(model.state_dict(), tmp_path / "g.pth")
+    loaded = load_generator(convert(tmp_path / "g.pth", tmp_path / "converted"))
+    assert loaded.degradation == "BI" and len(loaded.srnet.resblocks) == 2
+    ref = model.state_dict()
+    assert all(torch.equal(ref[k], v) for k, v in loaded.state_dict().items())
+
+
 def test_bad_checkpoints_name_the_path(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_generator(tmp_path / "missing")

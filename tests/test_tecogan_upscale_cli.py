@@ -82,6 +82,7 @@ def test_video_to_frames_and_fps_override(tmp_path, checkpoint):
     assert all(read_frame(p).shape == (4 * H, 4 * W, 3) for p in pngs)
     assert upscale(src, "--model", checkpoint, "--out", tmp_path / "v.mp4", "--fps", "5", "--no-fast") == 0
     assert video_props(tmp_path / "v.mp4") == (6, 5.0, (4 * W, 4 * H))
+    assert open_source(tmp_path / "v.mp4").fourcc != "MJPG"  # another container: its own default codec
 
 
 def test_frame_folder_matches_python_api_and_converts_png_flavours(tmp_path, checkpoint):

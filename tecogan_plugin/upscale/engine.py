@@ -7,6 +7,7 @@ recurrent state (plus the few frames of the temporal warm-up), so memory does no
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from pathlib import Path
@@ -24,42 +25,41 @@ __all__ = ["load_generator", "upscale_frames", "resolve_device", "DEFAULT_OVERLA
 
 DEFAULT_OVERLAP = 32  # LR px; see docs/guide/upscale.md for the measured agreement per overlap
 MEMORY_FRACTION = 0.8  # share of free CUDA memory the automatic tile size may plan to use
-_RESBLOCK = re.compile(r"^srnet\.resblocks\.(\d+)\.")
+_RESBLOCK = re.compile(r"srnet\.resblocks\.\d+")
 PUBLISHED_SUFFIXES = (".pth", ".pt")
 
 
-def _frnet_config(tensors: dict[str, torch.Tensor], removed: list[str], source: Path) -> dict[str, Any]:
-    """Dense FRNet constructor arguments implied by (possibly block-pruned) weights and the plan."""
-    try:
-        enc_in = tensors["fnet.encoder1.0.weight"].shape[1]
-        conv_in = tensors["srnet.conv_in.0.weight"]
-        out_nc = tensors["srnet.conv_out.weight"].shape[0]
-    except KeyError as exc:
-        raise CheckpointError(f"{source}: not a TecoGAN FRNet checkpoint (no tensor {exc.args[0]})") from None
-    in_nc = enc_in // 2
-    scale = int(round((conv_in.shape[1] // in_nc - 1) ** 0.5))
-    kept = {int(m.group(1)) for k in tensors if (m := _RESBLOCK.match(k))}
-    dropped = {p for p in removed if re.fullmatch(r"srnet\.resblocks\.\d+", p)}
-    return {
-        "in_nc": in_nc,
-        "out_nc": out_nc,
-        "nf": conv_in.shape[0],
-        "nb": len(kept) + len(dropped),
-        "scale": scale,
-        "degradation": "BD" if "upsample_func.kernels" in tensors else "BI",
-    }
+def _dense_config(directory: Path, removed: list[str], width_given: bool | None) -> dict[str, Any]:
+    """Dense FRNet options for a checkpoint folder: `frnet.json` when `prunekit convert` wrote one, else
+    read off the (possibly block-pruned) weights, counting the blocks the plan removed back in. Width
+    pruning changes nf, so then nf must come from frnet.json or the caller (`width_given`: None when the
+    plan has no channel steps)."""
+    from prunekit.checkpoint import WEIGHTS_FILE, read_weights
+    from tecogan_plugin.convert import BUILD_FILE, infer_options
+
+    build_file = directory / BUILD_FILE
+    if build_file.is_file():
+        try:
+            return dict(json.loads(build_file.read_text())["build_kwargs"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"invalid {build_file}: {exc}") from exc
+    if width_given is False:
+        raise CheckpointError(
+            f"{directory}: width-pruned checkpoint without {BUILD_FILE}; pass the dense model's nf "
+            "(load_generator(path, nf=...))"
+        )
+    weights = directory / WEIGHTS_FILE
+    config = infer_options(read_weights(weights), str(weights))
+    config["nb"] += sum(1 for p in removed if _RESBLOCK.fullmatch(p))
+    return config
 
 
 def _load_prunekit_checkpoint(directory: Path, build_kwargs: dict[str, Any]) -> nn.Module:
-    from prunekit.checkpoint import PLAN_FILE, WEIGHTS_FILE, load, read_plan, read_weights
+    from prunekit.checkpoint import PLAN_FILE, load, read_plan
 
     plan = read_plan(directory / PLAN_FILE)
-    if plan.channels and "nf" not in build_kwargs:
-        raise CheckpointError(
-            f"{directory}: width-pruned checkpoint; pass the dense model's nf (load_generator(path, nf=...))"
-        )
-    config = _frnet_config(read_weights(directory / WEIGHTS_FILE), list(plan.removed), directory)
-    config.update(build_kwargs)
+    width_given = "nf" in build_kwargs if plan.channels else None
+    config = _dense_config(directory, plan.removed, width_given) | build_kwargs
     return load(directory, build="tecogan.frnet", build_kwargs=config)
 
 
