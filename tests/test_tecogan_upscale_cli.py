@@ -128,6 +128,16 @@ def test_bad_frame_stops_with_its_name_and_keeps_earlier_frames(tmp_path, checkp
         assert all(np.array_equal(read_frame(out / f"{i:04d}.png"), ref[i]) for i in range(8))
 
 
+def test_frame_of_another_size_is_named(tmp_path, checkpoint, capsys):
+    src = tmp_path / "seq"
+    for i, f in enumerate(frames(3)):
+        write_frame(src / f"{i}.png", f)
+    write_frame(src / "3.png", frames(1, H + 8, W)[0])
+    assert upscale(src, "--model", checkpoint, "--out", tmp_path / "o", "--warmup", "0") == 2
+    err = capsys.readouterr().err
+    assert "3.png" in err and f"{W}x{H + 8}" in err and "3 frame(s) already written" in err
+
+
 def test_prunekit_checkpoint_via_cli(tmp_path, capsys):
     import prunekit as pk
 

@@ -55,8 +55,17 @@ class FrameSource:
         return self._iter_video() if self.kind == "video" else self._iter_frames()
 
     def _iter_frames(self) -> Iterator[np.ndarray]:
+        first: tuple[str, tuple[int, ...]] | None = None
         for name in self.names:
-            yield read_frame(self.path / name)
+            frame = read_frame(self.path / name)
+            if first is None:
+                first = (name, frame.shape)
+            elif frame.shape != first[1]:
+                raise DataError(
+                    f"{self.path / name}: frame is {frame.shape[1]}x{frame.shape[0]}, but {first[0]} is "
+                    f"{first[1][1]}x{first[1][0]}; all frames of a sequence must have one size"
+                )
+            yield frame
 
     def _iter_video(self) -> Iterator[np.ndarray]:
         cap = _open_capture(self.path)
