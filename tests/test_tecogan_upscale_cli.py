@@ -155,6 +155,7 @@ def test_user_errors_exit_2_with_a_message(tmp_path, checkpoint, capsys):
     assert "nope.mp4" in capsys.readouterr().err
     assert upscale(tmp_path / "in.avi", "--model", checkpoint, "--out", tmp_path / "o", "--half") == 2
     assert "CUDA" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # bad options are caught before any output is created
     (tmp_path / "junk.avi").write_bytes(b"not a video")
     assert upscale(tmp_path / "junk.avi", "--model", checkpoint, "--out", tmp_path / "o") == 2
     assert "junk.avi" in capsys.readouterr().err

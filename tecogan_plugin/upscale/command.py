@@ -7,6 +7,7 @@ import time
 from typing import Iterator
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from prunekit.cli import Command
@@ -57,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     first = _FirstShape()
     start = time.perf_counter()
     out_shape = None
+    # options are checked here, before the output is created
+    stream = upscale_frames(model, first.watch(iter(source)), tile=args.tile, overlap=args.tile_overlap,
+                            device=device, fast=args.fast, half=args.half, warmup=args.warmup)
     with open_sink(args.out, source, fps=args.fps, codec=args.codec) as sink:
-        stream = upscale_frames(model, first.watch(iter(source)), tile=args.tile, overlap=args.tile_overlap,
-                                device=device, fast=args.fast, half=args.half, warmup=args.warmup)
         with tqdm(total=source.count, unit="frame", desc="upscale", dynamic_ncols=True) as bar:
             try:
                 for hr in stream:
@@ -77,8 +79,15 @@ def _written(sink: FrameSink) -> str:
     return f"{sink.written} frame(s) already written to {sink.path} are complete"
 
 
-def _summary(sink: FrameSink, in_shape, out_shape, wall: float, device, args: argparse.Namespace) -> str:
-    def res(shape) -> str:
+def _summary(
+    sink: FrameSink,
+    in_shape: tuple[int, ...] | None,
+    out_shape: tuple[int, ...] | None,
+    wall: float,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> str:
+    def res(shape: tuple[int, ...] | None) -> str:
         return f"{shape[1]}x{shape[0]}" if shape is not None else "-"
 
     n = sink.written
