@@ -7,7 +7,8 @@
   It removes the transposed conv's scatter but multiplies 16 taps where 9 are non-zero (16/9 the MACs).
   On the 2-core CPU it measured slower than oneDNN's channels_last ConvTranspose2d, so by default
   (`subpixel=None`) it is used on CUDA only (not measured here: no GPU); see docs/results/inference_speed.md.
-- channels_last weights/activations, `torch.inference_mode`, optional `torch.compile`.
+- ReLU/LeakyReLU in place (no fresh 64-channel HR-sized buffers to allocate and page in), channels_last
+  weights/activations, `torch.inference_mode`, optional `torch.compile`.
 - `half=True` (CUDA only): SRNet runs in fp16; FNet, the flow upsampling and the warp stay in fp32 so
   that sampling positions are not quantised. This is not exact: `half_precision_error` measures it.
 """
@@ -85,6 +86,13 @@ def _output_to_float(module: nn.Module, args: tuple, output: torch.Tensor) -> to
     return output.float()
 
 
+def inplace_activations(model: nn.Module) -> None:
+    """Make ReLU/LeakyReLU in place: in FRNet each one only consumes a conv output nobody else reads."""
+    for m in model.modules():
+        if isinstance(m, (nn.ReLU, nn.LeakyReLU)):
+            m.inplace = True
+
+
 class FastFRNet(nn.Module):
     """Inference-only wrapper: same call signature and `scale` as FRNet, plus streaming helpers."""
 
@@ -122,6 +130,7 @@ def make_fast(
     on_cuda = bool(params) and params[0].device.type == "cuda"
     if on_cuda if subpixel is None else subpixel:
         rewrite_conv_transpose(fast)
+    inplace_activations(fast)
     if half:
         if not isinstance(fast, FRNet):
             raise ConfigError(f"half=True is defined for FRNet (fp16 SRNet), got {type(model).__name__}")
