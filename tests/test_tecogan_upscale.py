@@ -120,6 +120,8 @@ def test_bad_options_are_config_errors():
         upscale_frames(model, frames, half=True, device="cpu")
     with pytest.raises(ConfigError, match="tile"):
         upscale_frames(model, frames, tile=-1, device="cpu")
+    with pytest.raises(ConfigError, match="overlap"):
+        upscale_frames(model, frames, overlap=-8, device="cpu")
     with pytest.raises(ConfigError, match="at least 16"):
         list(upscale_frames(model, frames, tile=8, device="cpu"))
 

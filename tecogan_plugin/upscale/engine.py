@@ -137,6 +137,7 @@ def _auto_tile(step: nn.Module, device: torch.device, overlap: int) -> Callable[
             return None
         per_px = _bytes_per_pixel(step, step.scale, device)  # type: ignore[arg-type]
         free, _total = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached by torch, reusable
         stitched = 4 * 3 * height * width * step.scale**2  # the whole-frame float32 output being assembled
         return choose_tile(height, width, overlap, free * MEMORY_FRACTION - stitched, per_px)
 
@@ -169,6 +170,8 @@ def upscale_frames(
         raise ConfigError("half precision is part of the fast path (fp16 SRNet, fp32 flow); use it with fast=True")
     if tile is not None and tile < 0:
         raise ConfigError(f"tile must be >= 0 LR px (0 = never tile), got {tile}")
+    if overlap < 0:
+        raise ConfigError(f"tile overlap must be >= 0 LR px, got {overlap}")
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0 frames, got {warmup}")
     net = _prepare(model, dev, fast, half)
