@@ -161,6 +161,8 @@ def test_user_errors_exit_2_with_a_message(tmp_path, checkpoint, capsys):
     assert "junk.avi" in capsys.readouterr().err
     assert upscale(tmp_path / "in.avi", "--model", checkpoint, "--out", tmp_path / "o.avi", "--codec", "NOPE") == 2
     assert "NOPE" in capsys.readouterr().err
+    assert upscale(tmp_path / "in.avi", "--model", checkpoint, "--out", tmp_path / "in.avi") == 2
+    assert "input itself" in capsys.readouterr().err
 
 
 def test_unwritable_input_codec_falls_back_with_a_warning(tmp_path):

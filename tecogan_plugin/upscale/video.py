@@ -226,6 +226,8 @@ def open_sink(
     when the input is a folder). Frame rate and codec come from the input video unless given; the
     input's codec is kept only for the same container type (else the container's default codec)."""
     path = Path(path)
+    if path.resolve() == source.path.resolve():
+        raise ConfigError(f"--out {path} is the input itself; choose another output path")
     if is_video_path(path):
         rate = fps or source.fps or DEFAULT_FPS
         same_container = source.kind == "video" and source.path.suffix.lower() == path.suffix.lower()
