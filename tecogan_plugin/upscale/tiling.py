@@ -96,9 +96,6 @@ def choose_tile(height: int, width: int, overlap: int, budget_bytes: float, byte
     return tile
 
 
-StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 class TiledStep(nn.Module):
     """One FRNet step over whole frames, computed tile by tile.
 
