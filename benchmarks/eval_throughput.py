@@ -20,6 +20,7 @@ import math
 import platform
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -105,7 +106,9 @@ def baseline(root: Path, names: list[str], model: lpips.LPIPS) -> dict[str, dict
 
 
 def load_reference(backbone: Path, device: torch.device) -> lpips.LPIPS:
-    model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
     tv = torchvision.models.alexnet(weights=None)
     tv.load_state_dict(torch.load(backbone, weights_only=True))
     for sl in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):

@@ -200,8 +200,7 @@ def test_five_frame_sequence_has_spatial_but_no_temporal_values():
 
 
 def test_worker_modules_do_not_import_torch():
-    """Where workers must be spawned (no fork), they start in about a second only if their modules
-    avoid torch."""
+    """Spawned tOF/PSNR/SSIM workers start in about a second only if their modules avoid torch."""
     import subprocess
     import sys
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 
 import cv2
 import lpips
@@ -46,7 +47,9 @@ def frames(n: int, seed: int) -> np.ndarray:
 def reference_model(backbone_file) -> lpips.LPIPS:
     """lpips.LPIPS with the stand-in trunk, loaded by mapping torchvision's features.N keys to the
     package's slice layout (slices hold features 0-1, 2-4, 5-7, 8-9, 10-11)."""
-    model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
     bounds = [2, 5, 8, 10, 12]
     state = {}
     for key, value in torch.load(backbone_file, weights_only=True).items():

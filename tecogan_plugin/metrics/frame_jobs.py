@@ -11,9 +11,9 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 import cv2
 import numpy as np
 
-from tecogan_plugin.metrics.protocol import crop_8x8
-from tecogan_plugin.metrics.psnr import psnr_y
-from tecogan_plugin.metrics.ssim import ssim_y
+from tecogan_plugin.metrics.protocol import crop_8x8, rgb_to_y
+from tecogan_plugin.metrics.psnr import psnr_from_y
+from tecogan_plugin.metrics.ssim import ssim_from_y
 from tecogan_plugin.metrics.tof import grey, tof_frame
 
 
@@ -32,12 +32,13 @@ def chunk_metrics(
         greys_pred = [grey(f) for f in pred]
         for j in range(1, len(gt)):
             out["tof"].append(tof_frame(greys_gt[j - 1], greys_gt[j], greys_pred[j - 1], greys_pred[j]))
-    for j in range(first, len(gt)):
-        g, p = crop_8x8(gt[j]), crop_8x8(pred[j])
-        if "psnr" in metrics:
-            out["psnr"].append(psnr_y(g, p))
-        if "ssim" in metrics:
-            out["ssim"].append(ssim_y(g, p))
+    if "psnr" in metrics or "ssim" in metrics:
+        for j in range(first, len(gt)):
+            y_gt, y_pred = rgb_to_y(crop_8x8(gt[j])), rgb_to_y(crop_8x8(pred[j]))
+            if "psnr" in metrics:
+                out["psnr"].append(psnr_from_y(y_gt, y_pred))
+            if "ssim" in metrics:
+                out["ssim"].append(ssim_from_y(y_gt, y_pred))
     return out
 
 
@@ -53,11 +54,11 @@ def warm_up() -> None:
 def make_pool(workers: int) -> Executor:
     """A process pool for `chunk_metrics`.
 
-    Workers are spawned, never forked: a fork taken after the parent has used OpenCV's or torch's
-    thread pools can inherit a held lock and hang the child (seen with cv2.setNumThreads after a
-    training run). Spawned workers re-import the caller's `__main__`, so scripts that evaluate
-    need the usual `if __name__ == "__main__":` guard; the worker modules avoid importing torch so
-    that they start quickly."""
+    Workers are spawned, never forked: a forked child inherits OpenCV's thread pool in whatever
+    state the parent left it (and torch's), and deadlocks in its first OpenCV call if the parent had
+    used OpenCV before (seen with cv2.resize before the fork). Spawning re-imports the caller's
+    `__main__`, so scripts need the usual `if __name__ == "__main__":` guard. The worker modules
+    avoid importing torch, so a spawned worker starts in about a second."""
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
 
 

@@ -3,8 +3,8 @@ the size alignment of output and target, PNG-equivalent quantisation and the Y c
 
 Every metric module builds on these, so a rule lives in exactly one place. This module and the other
 CPU metric modules that worker processes load (psnr, ssim, tof, frame_jobs) must not import torch,
-directly or through `prunekit` (whose package init imports it): where workers are spawned rather
-than forked, each would then need seconds to start. Errors are therefore imported where raised."""
+directly or through `prunekit` (whose package init imports it): each spawned worker would then need
+seconds to start instead of about one. Errors are therefore imported where they are raised."""
 
 from __future__ import annotations
 

@@ -11,6 +11,11 @@ from tecogan_plugin.metrics.protocol import rgb_to_y
 
 def psnr_y(gt: np.ndarray, pred: np.ndarray) -> float:
     """PSNR in dB between two cropped (H,W,3) uint8 RGB frames."""
-    diff = rgb_to_y(gt) - rgb_to_y(pred)
+    return psnr_from_y(rgb_to_y(gt), rgb_to_y(pred))
+
+
+def psnr_from_y(y_gt: np.ndarray, y_pred: np.ndarray) -> float:
+    """PSNR in dB from float64 Y planes (lets PSNR and SSIM share one Y conversion)."""
+    diff = y_gt - y_pred
     with np.errstate(divide="ignore"):
         return float(20 * np.log10(255.0 / np.sqrt(np.mean(np.power(diff, 2)))))

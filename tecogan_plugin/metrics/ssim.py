@@ -18,5 +18,9 @@ K1, K2 = 0.01, 0.03
 
 def ssim_y(gt: np.ndarray, pred: np.ndarray) -> float:
     """SSIM between two cropped (H,W,3) uint8 RGB frames."""
-    y_gt, y_pred = rgb_to_y(gt), rgb_to_y(pred)
+    return ssim_from_y(rgb_to_y(gt), rgb_to_y(pred))
+
+
+def ssim_from_y(y_gt: np.ndarray, y_pred: np.ndarray) -> float:
+    """SSIM from float64 Y planes."""
     return float(structural_similarity(y_gt, y_pred, data_range=y_pred.max() - y_pred.min()))

@@ -8,6 +8,7 @@ the device. Each frame's AlexNet features are computed once and serve LPIPS and 
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import Executor, Future
 
 import numpy as np
@@ -66,7 +67,7 @@ class VideoMetrics:
     def __init__(
         self,
         metrics: tuple[str, ...] = ALL_METRICS,
-        lpips_weights=None,
+        lpips_weights: str | os.PathLike | None = None,
         require_lpips: bool = False,
         device: str | torch.device | None = None,
         tof_workers: int = 2,
@@ -100,7 +101,7 @@ class VideoMetrics:
         self._pool: Executor | None = None
         self._sequences: list[SequenceScores] = []
         if self.tof_workers > 0 and any(m in self.metrics for m in ("psnr", "ssim", "tof")):
-            # Start the workers now: they import in the background while the caller prepares data.
+            # Start the workers now, while this process is small, so the first update does not wait.
             self._pool = make_pool(self.tof_workers)
             for _ in range(self.tof_workers):
                 self._pool.submit(warm_up)
