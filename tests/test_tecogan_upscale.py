@@ -65,6 +65,22 @@ def test_choose_tile_fits_budget():
         choose_tile(1000, 1000, 64, budget_bytes=1e4, bytes_per_px=10)
 
 
+def test_automatic_tile_from_free_cuda_memory(monkeypatch):
+    """The CUDA decision glue, with the memory probe and the driver query faked (runs without a GPU)."""
+    import tecogan_plugin.upscale.engine as engine
+
+    monkeypatch.setattr(engine, "_bytes_per_pixel", lambda step, scale, device: 1000.0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (90_000_000, 80_000_000_000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 12_000_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2_000_000)
+    decide = engine._auto_tile(tiny(), torch.device("cuda"), 32)
+    assert decide(40, 40) is None  # 1600 LR px * 1000 B fit whole
+    # free = 90 MB + 10 MB cached by torch; 80% of it minus the 400x400 x4 float32 output being stitched
+    budget = 0.8 * 100_000_000 - 4 * 3 * 1600 * 1600
+    assert decide(400, 400) == choose_tile(400, 400, 32, budget, 1000.0) == 152
+    assert engine._auto_tile(tiny(), torch.device("cpu"), 32)(4000, 4000) is None  # CPU: whole frames
+
+
 # --- numerics ----------------------------------------------------------------------------------------
 
 
