@@ -232,6 +232,10 @@ def test_registered_factories():
         assert model(*inputs).shape == (2, 3, 64, 96)
     assert isinstance(build_model("tecogan.discriminator", spatial_size=64), SpatioTemporalDiscriminator)
     assert build_model("tecogan.srnet", nb=2, scale=2).conv_in[0].in_channels == 15
+    from prunekit.registry import LAYOUTS
+
+    assert LAYOUTS.get("tecogan.frnet").protect == ["fnet"]
+    assert "fnet" not in LAYOUTS.get("tecogan.frnet.open_fnet").channel_ignore
 
 
 def test_layout_offers_the_ten_srnet_blocks():
