@@ -2,7 +2,8 @@
 
 1. dense: FRNet nf 64 / nb 10 trained with the FRVSR objective on the built-in videos;
 2. prune it to 5 blocks (block_influence on calibration clips), evaluated right away (no fine-tuning);
-3. fine-tune that pruned model for the same number of iterations, plain vs distilled from the dense one.
+3. fine-tune that pruned model for the same number of iterations, plain vs distilled from the dense one;
+4. control: the dense model trained for those iterations more (does pruning + healing lose anything?).
 
 Every run goes through `prunekit.schedule.run`; metrics are the official-protocol PSNR/SSIM (frame
 averages) on the built-in test set. Writes `<out>/study.json` and prints a markdown table.
@@ -24,7 +25,7 @@ import torch
 
 from prunekit.schedule import run
 
-TASK = {"objective": "frvsr", "nf": 64, "nb": 10, "gt_crop": 64, "tempo_extent": 6, "calibration_lr_size": 16}
+TASK = {"objective": "frvsr", "nf": 64, "nb": 10, "gt_crop": 32, "tempo_extent": 3, "calibration_lr_size": 16}
 
 
 def _stage(kind: str, iterations: int, lr: float, **extra: Any) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def _stage(kind: str, iterations: int, lr: float, **extra: Any) -> dict[str, Any
 def _run(out: Path, name: str, stages: list[dict[str, Any]], seed: int, threads: int, init: Path | None = None
          ) -> tuple[Any, float]:
     cfg = {"task": {"name": "tecogan.frvsr", "options": TASK}, "seed": seed, "stages": stages,
-           "out_dir": str(out / name), "ckpt_every": 50, "threads": threads,
+           "out_dir": str(out / name), "ckpt_every": 250, "log_every": 10, "threads": threads,
            "init_checkpoint": str(init) if init else None}
     start = time.perf_counter()
     resume = (out / name / "checkpoints").is_dir()
@@ -51,26 +52,30 @@ def _after_prune(history: list[dict[str, Any]]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/finetune_study"))
-    ap.add_argument("--train-iters", type=int, default=200)
-    ap.add_argument("--finetune-iters", type=int, default=80)
+    ap.add_argument("--train-iters", type=int, default=1500)
+    ap.add_argument("--finetune-iters", type=int, default=400)
     ap.add_argument("--keep", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     t0 = time.perf_counter()
 
-    dense, t_dense = _run(args.out, "dense", [_stage("train", args.train_iters, 5e-4)], args.seed, args.threads)
+    dense, t_dense = _run(args.out, "dense", [_stage("train", args.train_iters, 1e-3)], args.seed, args.threads)
     prune = {"kind": "prune", "strategy": "block_influence", "calibration": 8,
              "target": {"kind": "keep_blocks", "n": args.keep}}
     init = args.out / "dense" / "final"
-    plain, t_plain = _run(args.out, "finetune_plain", [prune, _stage("finetune", args.finetune_iters, 2e-4)],
+    plain, t_plain = _run(args.out, "finetune_plain", [prune, _stage("finetune", args.finetune_iters, 5e-4)],
                           args.seed, args.threads, init)
     distill, t_distill = _run(args.out, "finetune_distill",
-                              [prune, _stage("finetune", args.finetune_iters, 2e-4, distill={"weight": 1.0})],
+                              [prune, _stage("finetune", args.finetune_iters, 5e-4, distill={"weight": 1.0})],
                               args.seed, args.threads, init)
+    more, t_more = _run(args.out, "dense_more", [_stage("train", args.finetune_iters, 5e-4)], args.seed, args.threads,
+                        init)
+    params = sum(p.numel() for p in dense.model.parameters())
     rows = [
-        {"model": f"dense nb={TASK['nb']}", "finetune": "-", "params": sum(p.numel() for p in dense.model.parameters()),
-         **dense.metrics, "wall_s": t_dense},
+        {"model": f"dense nb={TASK['nb']}", "finetune": "-", "params": params, **dense.metrics, "wall_s": t_dense},
+        {"model": f"dense nb={TASK['nb']}", "finetune": f"trained {args.finetune_iters} it more (same budget)",
+         "params": params, **more.metrics, "wall_s": t_more},
         {"model": f"pruned nb={args.keep}", "finetune": "none", "params": plain.plan.stats.params_after,
          **_after_prune(plain.history), "wall_s": None},
         {"model": f"pruned nb={args.keep}", "finetune": f"plain {args.finetune_iters} it",
