@@ -46,6 +46,7 @@ class Bench:
             preset.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.task_options = self._task_options()
         self.unavailable: dict[str, str] = {}
+        self._described: dict[tuple[int, int], dict[str, Any]] = {}
 
     # ------------------------------------------------------------ settings
     def _root(self, folder: str | None) -> str | None:
@@ -101,7 +102,7 @@ class Bench:
         config = {
             "task": {"name": f"tecogan.{self.task_options['objective']}", "options": self.task_options},
             "seed": self.preset.seed, "stages": stages, "out_dir": str(run_dir),
-            "device": self.device.type, "progress": self.progress,
+            "device": self.device.type, "progress": self.progress, "threads": self.preset.threads,
             "init_checkpoint": str(init) if init else None,
             "ckpt_every": max(1, max((s.get("iterations", 0) for s in stages), default=0) // 4),
         }
@@ -163,7 +164,7 @@ class Bench:
                 report = metrics.compute()
             finally:
                 metrics.close()
-            results[label] = {m: report.frame_avg(m) for m in self.preset.metrics}
+            results[label] = {m: report.frame_avg(m) if m in report.available else None for m in self.preset.metrics}
             self.unavailable.update(report.unavailable)
         return results
 
@@ -184,7 +185,14 @@ class Bench:
             write_frame(crops / "bicubic.png", up[y:y + CROP, x:x + CROP])
 
     def describe(self, model: FRNet) -> dict[str, Any]:
-        """Size and cost of a model: parameters (total, SRNet), MACs and latency at the preset LR sizes."""
+        """Size and cost of a model: parameters (total, SRNet), MACs and latency at the preset LR sizes.
+        They depend on the architecture only, so models of the same architecture share one measurement."""
+        arch = (len(model.srnet.resblocks), profile.count_params(model))
+        if arch not in self._described:
+            self._described[arch] = self._measure(model)
+        return self._described[arch]
+
+    def _measure(self, model: FRNet) -> dict[str, Any]:
         model = model.cpu().eval()
         flops_inputs = _frnet_example_inputs(self.preset.flops_lr_size, scale=model.scale)
         latency_inputs = [t.to(self.device) for t in _frnet_example_inputs(self.preset.latency_lr_size,
@@ -212,6 +220,8 @@ class Bench:
 
     def run(self) -> list[dict[str, Any]]:
         self.check_settings()
+        if self.preset.threads is not None:  # CPU float results depend on the thread count
+            torch.set_num_threads(self.preset.threads)
         grid = [(s, b) for s in self.preset.series for b in self.preset.blocks]
         _say(f"preset {self.preset.name}: dense + {len(grid)} pruned models on {self.device}; output in {self.out_dir}")
         dense_model, dense_wall = self.dense()

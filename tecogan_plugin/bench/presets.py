@@ -63,6 +63,7 @@ class BenchPreset(StrictModel):
     latency_lr_size: tuple[int, int] = (134, 320)
     latency_repeats: PositiveInt = 5
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: PositiveInt | None = None  # torch CPU threads; fixed for reproducible CPU numbers
 
     @field_validator("blocks")
     @classmethod
@@ -89,6 +90,7 @@ QUICK = BenchPreset(
     series=[Series(strategy="positional", finetune="plain"), Series(strategy="block_influence", finetune="distill")],
     eval_sets=[EvalSet(dataset="builtin", label="builtin-test")],
     device="cpu",
+    threads=2,
 )
 
 PAPER = BenchPreset(
