@@ -246,6 +246,28 @@ def test_distillation_pulls_student_toward_teacher(tmp_path):
     assert gap_dist < gap_plain
 
 
+def test_distiller_counts_training_calls_only():
+    from prunekit.schedule.config import DistillConfig
+    from prunekit.schedule.distill import Distiller
+
+    teacher, student = ToyNet(3, 4), ToyNet(3, 4)
+    d = Distiller(student, teacher, DistillConfig(weight=2.0, features=True), {"blocks.1": "blocks.1"})
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        student(x)  # an evaluation: no distillation term
+    loss, logs = d.pop_loss()
+    assert float(loss) == 0.0
+    student(x)
+    loss, logs = d.pop_loss()
+    expected = torch.sqrt((student(x) - teacher(x)) ** 2 + 1e-6).mean()
+    d.pop_loss()
+    torch.testing.assert_close(logs["distill_out"], float(expected.detach()))
+    assert float(loss.detach()) > 2.0 * logs["distill_out"] - 1e-6 and logs["distill_feat"] > 0
+    d.close()
+    student(x)
+    assert float(d.pop_loss()[0]) == 0.0
+
+
 def test_renumbered_path_maps_through_removed_sequential_members():
     dense = ToyNet(5, 4)
     removed = ["blocks.0", "blocks.2"]

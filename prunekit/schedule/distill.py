@@ -95,6 +95,9 @@ class Distiller:
         return hook
 
     def _on_student(self, _module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if not torch.is_grad_enabled():  # an evaluation inside the phase, not a training call
+            self._student_feats.clear()
+            return
         self._teacher_feats.clear()
         student_feats = dict(self._student_feats)
         self._student_feats.clear()

@@ -109,7 +109,8 @@ class _Engine:
         self.cfg, self.task, self.run_dir = cfg, task, run_dir
         self.progress = progress and cfg.progress
         self.on_step = on_step
-        self.dist, self._owns_group = dd.init(cfg.device)
+        wants_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        self.dist, self._owns_group = dd.init("cuda" if wants_cuda else "cpu")
         self.device = _resolve_device(cfg.device, self.dist)
         self.ckpt_dir = run_dir / "checkpoints"
         self.model: nn.Module | None = None
