@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 import prunekit as pk
+from prunekit.fileio import atomic_write
 
 
 class Block(nn.Module):
@@ -164,9 +165,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        from prunekit.checkpoint import write_atomic
 
-        write_atomic(args.out, text.encode())
+        atomic_write(args.out, text)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,27 +19,10 @@ from torch import nn
 
 import prunekit
 from prunekit.errors import CheckpointError
+from prunekit.fileio import atomic_path
 
 PLAN_FILE = "plan.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes via a temporary file in the same directory and os.replace, so readers never
-    see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _tensors_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -53,16 +35,9 @@ def save(model: nn.Module, plan: "prunekit.plan.Plan", directory: str | os.PathL
     """Write `directory/plan.json` and `directory/model.safetensors`, each atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / WEIGHTS_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(_tensors_for_saving(model), tmp, metadata={"format": "pt", "prunekit_version": prunekit.__version__})
-        os.replace(tmp, weights)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(_tensors_for_saving(model), str(tmp),
+                  metadata={"format": "pt", "prunekit_version": prunekit.__version__})
     plan.save(directory / PLAN_FILE)
     return directory
 

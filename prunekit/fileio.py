@@ -33,4 +33,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write bytes (or UTF-8 text) to `path` atomically."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())

@@ -18,6 +18,7 @@ import prunekit
 from prunekit import budget, profile, strategies
 from prunekit.channels import ChannelStep, plan_channels
 from prunekit.errors import ConfigError, NoUnitsError, PlanMismatchError
+from prunekit.fileio import atomic_write
 from prunekit.graph import Graph, Layout, input_shapes
 
 PLAN_VERSION = 1
@@ -72,9 +73,8 @@ class Plan(BaseModel):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the plan as JSON, atomically."""
-        from prunekit.checkpoint import write_atomic
 
-        write_atomic(path, self.model_dump_json(indent=2).encode())
+        atomic_write(path, self.model_dump_json(indent=2))
 
 
 def _split_targets(targets: list[Any]) -> tuple[Any | None, Any | None]:

@@ -108,7 +108,8 @@ def load_published_generator(
 def convert(src: str | os.PathLike, out_dir: str | os.PathLike, degradation: str | None = None,
             scale: int | None = None) -> Path:
     """Write `src` as a prunekit checkpoint (identity plan, nothing removed) plus `frnet.json`."""
-    from prunekit.checkpoint import save, write_atomic
+    from prunekit.checkpoint import save
+    from prunekit.fileio import atomic_write
     from prunekit.plan import Plan
 
     model = load_published_generator(src, degradation=degradation, scale=scale)
@@ -116,8 +117,8 @@ def convert(src: str | os.PathLike, out_dir: str | os.PathLike, degradation: str
     options["degradation"] = model.degradation
     plan = Plan.identity(model, _frnet_example_inputs(scale=model.scale))
     out = save(model, plan, out_dir)
-    write_atomic(Path(out) / BUILD_FILE, json.dumps({"build": "tecogan.frnet", "build_kwargs": options},
-                                                    indent=2).encode())
+    atomic_write(Path(out) / BUILD_FILE, json.dumps({"build": "tecogan.frnet", "build_kwargs": options},
+                                                    indent=2))
     return Path(out)
 
 

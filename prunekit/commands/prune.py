@@ -23,7 +23,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from prunekit.checkpoint import load, load_weights, read_plan, read_weights, save, write_atomic
+from prunekit.checkpoint import load, load_weights, read_plan, read_weights, save
+from prunekit.fileio import atomic_write
 from prunekit.cli import command
 from prunekit.commands.analyze import default_layout_name, example_inputs_for, resolve_layout
 from prunekit.config import StrictModel, load_config
@@ -100,8 +101,8 @@ def prune_from_config(cfg: PruneConfig, out: str | None = None) -> Plan:
     out_dir = Path(out or cfg.out)
     save(pruned, result, out_dir)
     summary = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, **json.loads(result.model_dump_json())}
-    write_atomic(out_dir / "report.json", json.dumps(summary, indent=2).encode())
-    write_atomic(out_dir / "report.md", report_markdown(cfg, result).encode())
+    atomic_write(out_dir / "report.json", json.dumps(summary, indent=2))
+    atomic_write(out_dir / "report.md", report_markdown(cfg, result))
     return result
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 
 from prunekit.errors import DataError
+from prunekit.fileio import atomic_write
 
 __all__ = ["PngInfo", "png_info", "list_frames", "read_frame", "read_sequence", "read_frames", "write_frame"]
 
@@ -149,12 +149,4 @@ def write_frame(path: str | Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise DataError(f"{path}: PNG encoding failed")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, buf.tobytes())

@@ -15,11 +15,11 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from prunekit.fileio import atomic_write
 
 METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100"}
 TEMPORAL = ("tof", "tlp")
@@ -118,7 +118,7 @@ class MetricsReport:
         }
 
     def to_json(self, path: str | os.PathLike) -> None:
-        _write_atomic(path, json.dumps(_finite(self.to_dict()), indent=2) + "\n")
+        atomic_write(path, json.dumps(_finite(self.to_dict()), indent=2) + "\n")
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """One row per sequence plus `frame_avg` and `sequence_avg` rows; a column per metric mean
@@ -131,7 +131,7 @@ class MetricsReport:
             writer.writerow([s.name, s.n_frames, *[_fmt_csv(s.mean(m)) for m in avail], *[s.count(m) for m in avail]])
         writer.writerow(["frame_avg", "", *[_fmt_csv(self.frame_avg(m)) for m in avail], *[self.count(m) for m in avail]])
         writer.writerow(["sequence_avg", "", *[_fmt_csv(self.sequence_avg(m)) for m in avail], *[len(self.sequences)] * len(avail)])
-        _write_atomic(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
 
     def format_table(self) -> str:
         """A plain-text table: one row per sequence, then the frame and sequence averages."""
@@ -171,16 +171,3 @@ def _finite(obj):
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
-
-
-def _write_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
