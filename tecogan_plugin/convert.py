@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from prunekit.errors import CheckpointError
-from tecogan_plugin.nets import FRNet, _frnet_example_inputs
+from tecogan_plugin.nets import FRNet, frnet_example_inputs
 
 BUILD_FILE = "frnet.json"
 _KERNEL_KEYS = ("upsample_func.kernels", "srnet.upsample_func.kernels")
@@ -115,7 +115,7 @@ def convert(src: str | os.PathLike, out_dir: str | os.PathLike, degradation: str
     model = load_published_generator(src, degradation=degradation, scale=scale)
     options = infer_options(model.state_dict())
     options["degradation"] = model.degradation
-    plan = Plan.identity(model, _frnet_example_inputs(scale=model.scale))
+    plan = Plan.identity(model, frnet_example_inputs(scale=model.scale))
     out = save(model, plan, out_dir)
     atomic_write(Path(out) / BUILD_FILE, json.dumps({"build": "tecogan.frnet", "build_kwargs": options},
                                                     indent=2))

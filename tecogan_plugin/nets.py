@@ -406,7 +406,7 @@ def _frnet_factory(**kwargs: Any) -> FRNet:
     return FRNet(**kwargs)
 
 
-def _frnet_example_inputs(
+def frnet_example_inputs(
     lr_size: tuple[int, int] = (32, 32), batch: int = 1, scale: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(lr_curr, lr_prev, hr_prev) for one recurrent step, seeded so analyses are reproducible."""
@@ -418,7 +418,7 @@ def _frnet_example_inputs(
     return lr_curr, lr_prev, hr_prev
 
 
-_frnet_factory.example_inputs = _frnet_example_inputs  # type: ignore[attr-defined]
+_frnet_factory.example_inputs = frnet_example_inputs  # type: ignore[attr-defined]
 
 
 def _srnet_factory(

@@ -20,6 +20,7 @@ from torch import nn
 from prunekit.config import StrictModel, validate_config
 from prunekit.errors import ConfigError
 from prunekit.schedule.task import StepContext
+from prunekit.strategies import Calibration
 from tecogan_plugin.losses import VGGFeatureLoss, charbonnier, d_distance, d_loss, g_gan_loss, warping_loss
 from tecogan_plugin.nets import FRNet, SpatioTemporalDiscriminator
 
@@ -130,10 +131,10 @@ class TecoGANTask:
         return model
 
     def example_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        from tecogan_plugin.nets import _frnet_example_inputs
+        from tecogan_plugin.nets import frnet_example_inputs
 
         s = self.opt.calibration_lr_size
-        return _frnet_example_inputs((s, s), scale=self.opt.scale)
+        return frnet_example_inputs((s, s), scale=self.opt.scale)
 
     def train_module(self, model: nn.Module) -> nn.Module:
         return SequenceForward(model)
@@ -208,15 +209,18 @@ class TecoGANTask:
                 items.append(self._pair(clips[int(order[pos])]))
             yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
-    def calibration(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """`n` recurrent-step inputs from real clips: (LR frame 1, LR frame 0, GT frame 0 as hr_prev)."""
+    def calibration(self, n: int) -> Calibration:
+        """`n` recurrent steps from real clips: inputs (LR frame 1, LR frame 0, GT frame 0 as hr_prev),
+        target GT frame 1 and the Charbonnier pixel loss, so loss-based strategies (taylor, ablation
+        with a task loss) score blocks by what they do for the reconstruction."""
         clips = self._clips(seed=12345)
         order = np.random.default_rng(12345).permutation(len(clips))
-        out = []
+        inputs, targets = [], []
         for i in order[:n]:
             lr, gt = self._pair(clips[int(i)])
-            out.append((lr[1:2], lr[0:1], gt[0:1]))
-        return out
+            inputs.append((lr[1:2], lr[0:1], gt[0:1]))
+            targets.append(gt[1:2])
+        return Calibration(inputs=inputs, targets=targets, loss_fn=charbonnier)
 
     # -------------------------------------------------------------- loss
     def loss(self, model: nn.Module, batch: Any, teacher: nn.Module | None = None, step: int = 0

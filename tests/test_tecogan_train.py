@@ -137,3 +137,18 @@ def test_batches_are_reproducible_and_start_skips_exactly():
     assert lr.shape == (2, 3, 3, 8, 8) and gt.shape == (2, 3, 3, 32, 32)
     rank1 = next(task.train_batches(5, 1, 2, batch_size=1))
     assert torch.equal(rank1[1][0], first[0][1][1])  # rank 1 of 2 gets the second clip of the global batch
+
+
+@pytest.mark.parametrize("strategy", ["taylor", "ablation"])
+def test_calibration_carries_targets_for_loss_based_strategies(tmp_path, strategy):
+    """The task's calibration holds GT targets and the pixel loss, so `taylor` (which needs a task
+    loss) runs through the prune stage, and `ablation` scores by the loss instead of output drift."""
+    calib = TecoGANTask(**TINY).calibration(2)
+    assert calib.has_task_loss and len(calib.targets) == 2
+    lr_curr, _, hr_prev = calib.inputs[0]
+    assert calib.targets[0].shape == hr_prev.shape and lr_curr.shape[-1] * 4 == hr_prev.shape[-1]
+    cfg = _config(tmp_path / strategy)
+    cfg["stages"] = [cfg["stages"][0], {**cfg["stages"][1], "strategy": strategy}]
+    result = run(cfg)
+    assert len(result.plan.removed) == 1
+    assert sorted(result.plan.scores) == [f"srnet.resblocks.{i}" for i in range(3)]

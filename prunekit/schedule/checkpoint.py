@@ -21,21 +21,9 @@ import torch
 from torch import nn
 
 from prunekit.errors import CheckpointError
+from prunekit.fileio import atomic_write
 
 PREFIX = "ckpt-"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def rng_state() -> dict[str, Any]:
@@ -97,7 +85,7 @@ def save_checkpoint(ckpt_dir: Path, name: str, model: nn.Module, plan: Any, stat
 
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(tmp / "state.pt", buf.getvalue())
+        atomic_write(tmp / "state.pt", buf.getvalue())
         if final.exists():  # the same step saved again (e.g. the end of a stage that also hit ckpt_every)
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -22,6 +22,7 @@ from torch import nn
 
 from prunekit.config import load_config
 from prunekit.errors import ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
+from prunekit.fileio import atomic_write
 from prunekit.graph import analyze
 from prunekit.plan import Plan, plan as make_plan
 from prunekit.schedule import checkpoint as ckpt
@@ -218,7 +219,7 @@ class _Engine:
         self.model, self.plan = model.to(self.device), plan
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_bytes(self.run_dir / "config.json", self.cfg.model_dump_json(indent=2).encode())
+            atomic_write(self.run_dir / "config.json", self.cfg.model_dump_json(indent=2))
         self.log = MetricsLog(self.run_dir, self.dist.is_main, resume_rows=None)
         dd.barrier(self.dist)
 
@@ -504,9 +505,9 @@ class _Engine:
 
                 shutil.rmtree(self.run_dir / "final")
             os.replace(tmp, self.run_dir / "final")
-            ckpt.atomic_write_bytes(self.run_dir / "result.json", json.dumps(
+            atomic_write(self.run_dir / "result.json", json.dumps(
                 {"metrics": self.last_eval, "global_step": self.cursor.global_step,
-                 "params": self.plan.stats.params_after if self.plan is not None else None}, indent=2).encode())
+                 "params": self.plan.stats.params_after if self.plan is not None else None}, indent=2))
         self.log.close()
         dd.barrier(self.dist)
         return RunResult(model=self.model, plan=self.plan, history=self.log.history, run_dir=self.run_dir,

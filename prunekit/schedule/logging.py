@@ -43,14 +43,15 @@ class MetricsLog:
             self._tb = None
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        from prunekit.schedule.checkpoint import atomic_write_bytes
         import io
+
+        from prunekit.fileio import atomic_write
 
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=FIELDS)
         w.writeheader()
         w.writerows(rows)
-        atomic_write_bytes(self.path, buf.getvalue().encode())
+        atomic_write(self.path, buf.getvalue())
 
     def log(self, global_step: int, stage: str, phase: str, iteration: int, values: dict[str, float]) -> None:
         row = {"global_step": global_step, "stage": stage, "phase": phase, "iteration": iteration, **values}

@@ -9,6 +9,7 @@ hold them too; `setup(ctx)` hands them the DDP wrapper and device before trainin
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkabl
 
 import torch
 from torch import nn
+
+from prunekit.strategies import Calibration
 
 
 @dataclass
@@ -88,6 +91,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
         return type(batch)(to_device(b, device) for b in batch)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, Calibration):
+        return dataclasses.replace(batch, inputs=to_device(batch.inputs, device),
+                                   targets=to_device(batch.targets, device))
     return batch
 
 

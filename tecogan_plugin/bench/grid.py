@@ -26,7 +26,7 @@ from tecogan_plugin.bench.presets import BenchPreset, Series
 from tecogan_plugin.bench.report import crop_montage, markdown_tables, write_results
 from tecogan_plugin.data.frames import read_frame, write_frame
 from tecogan_plugin.metrics.video_metrics import VideoMetrics
-from tecogan_plugin.nets import FRNet, _frnet_example_inputs
+from tecogan_plugin.nets import FRNet, frnet_example_inputs
 
 CROP = 64  # side of the HR crop shown in the side-by-side figure
 
@@ -194,8 +194,8 @@ class Bench:
 
     def _measure(self, model: FRNet) -> dict[str, Any]:
         model = model.cpu().eval()
-        flops_inputs = _frnet_example_inputs(self.preset.flops_lr_size, scale=model.scale)
-        latency_inputs = [t.to(self.device) for t in _frnet_example_inputs(self.preset.latency_lr_size,
+        flops_inputs = frnet_example_inputs(self.preset.flops_lr_size, scale=model.scale)
+        latency_inputs = [t.to(self.device) for t in frnet_example_inputs(self.preset.latency_lr_size,
                                                                            scale=model.scale)]
         lat = profile.latency(model.to(self.device), tuple(latency_inputs), warmup=1,
                               repeats=self.preset.latency_repeats, device=self.device)
