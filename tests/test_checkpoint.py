@@ -10,7 +10,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import zoo
-from zoo import one_thread  # noqa: F401  (autouse)
 import prunekit as pk
 
 

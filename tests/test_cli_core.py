@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import zoo
-from zoo import one_thread  # noqa: F401  (autouse)
 import prunekit as pk
 from prunekit.cli import main
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import zoo
-from zoo import one_thread  # noqa: F401  (autouse)
 import prunekit as pk
 
 

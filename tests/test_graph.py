@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 import zoo
-from zoo import one_thread  # noqa: F401  (autouse)
 from prunekit.errors import ConfigError, InputShapeError
 from prunekit.graph import Layout, analyze
 

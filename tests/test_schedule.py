@@ -21,13 +21,6 @@ from prunekit.schedule.checkpoint import list_checkpoints
 from prunekit.schedule.distill import renumbered_path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs run ~30x faster on one thread than on two busy shared cores."""
-    torch.set_num_threads(1)
-    yield
-
-
 class Block(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from prunekit.cli import main
 from prunekit.config import load_config
@@ -15,12 +14,6 @@ from prunekit.errors import ConfigError
 from prunekit.schedule import RunConfig, run
 
 from test_schedule import config
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
 
 
 def _fails_before_work(cfg: dict[str, Any], match: str, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 import zoo
-from zoo import one_thread  # noqa: F401  (autouse)
 import prunekit as pk
 from prunekit.surgery import Bypass, remove_units
 

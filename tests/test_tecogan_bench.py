@@ -1,6 +1,5 @@
 """The bundled benchmark end to end on a tiny FRNet: report files, row accounting, resume, determinism."""
 
-import json
 
 import pytest
 

@@ -10,12 +10,6 @@ from tecogan_plugin.convert import convert, infer_options, load_converted, load_
 from tecogan_plugin.nets import FRNet
 
 
-@pytest.fixture(autouse=True)
-def _single_thread(_deterministic):
-    """Tiny tensors on a shared 2-core machine: two OpenMP threads spin-wait and run ~10x slower."""
-    torch.set_num_threads(1)
-
-
 def _published_file(tmp_path, prefix="", **options):
     """Save a generator the way TecoGAN-PyTorch does (bare state_dict, optionally DataParallel-prefixed)."""
     model = FRNet(**options)

@@ -10,12 +10,6 @@ from tecogan_plugin.fast import SubPixelConvTranspose2d, half_precision_error, m
 from tecogan_plugin.nets import FRNet
 
 
-@pytest.fixture(autouse=True)
-def _single_thread(_deterministic):
-    """Tiny tensors on a shared 2-core machine: two OpenMP threads spin-wait and run ~10x slower."""
-    torch.set_num_threads(1)
-
-
 @pytest.mark.parametrize("cin,cout,h,w", [(64, 64, 5, 7), (3, 5, 1, 4), (8, 2, 6, 6)])
 def test_subpixel_conv_equals_conv_transpose(cin, cout, h, w):
     convt = nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1)

@@ -12,12 +12,6 @@ from tecogan_plugin.nets import FrameStepper, FRNet, SpatioTemporalDiscriminator
 from tecogan_plugin.ops import backward_warp, space_to_depth
 
 
-@pytest.fixture(autouse=True)
-def _single_thread(_deterministic):
-    """Tiny tensors on a shared 2-core machine: two OpenMP threads spin-wait and run ~10x slower."""
-    torch.set_num_threads(1)
-
-
 def published_generator_shapes(nb: int, scale: int, degradation: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a TecoGAN-PyTorch generator state_dict, written out from the reference tables."""
     shapes: dict[str, tuple[int, ...]] = {}

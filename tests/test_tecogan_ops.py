@@ -9,11 +9,6 @@ from prunekit.errors import ConfigError, InputShapeError
 from tecogan_plugin.ops import BicubicUpsampler, backward_warp, get_upsampling_func, pad_flow, space_to_depth
 
 
-@pytest.fixture(autouse=True)
-def _single_thread(_deterministic):
-    """Tiny tensors on a shared 2-core machine: two OpenMP threads spin-wait and run ~10x slower."""
-    torch.set_num_threads(1)
-
 # reference tap table for x4 (rows d = 0..3, taps at offsets -1, 0, +1, +2)
 TAPS_X4 = [
     [0.0, 1.0, 0.0, 0.0],

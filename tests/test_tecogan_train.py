@@ -21,12 +21,6 @@ TINY = {"nf": 8, "nb": 3, "gt_crop": 32, "tempo_extent": 3, "eval_sequences": ["
         "eval_max_frames": 6, "calibration_lr_size": 16}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
-
-
 @pytest.fixture
 def vgg_hub(tmp_path, monkeypatch) -> Path:
     """A randomly initialised VGG19 feature stack saved under the real file name in a temp hub cache."""

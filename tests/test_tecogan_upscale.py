@@ -15,12 +15,6 @@ from tecogan_plugin.upscale import load_generator, plan_tiles, upscale_frames
 from tecogan_plugin.upscale.tiling import GRID, choose_tile
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs: one thread is fastest, and several threads crawl when the cores are shared."""
-    torch.set_num_threads(1)
-
-
 def tiny(nb: int = 2, **kw) -> FRNet:
     torch.manual_seed(0)
     return FRNet(nf=8, nb=nb, **kw).eval()

@@ -20,11 +20,6 @@ from tecogan_plugin.upscale.video import FrameSource
 H, W = 20, 36  # neither side a multiple of 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny published-style generator file (bare state_dict)."""

@@ -7,20 +7,9 @@ tests assert exact unit paths.
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Import into a test module to run it single-threaded: these models are so small that a second
-    intra-op thread only spins, which costs 5-10x on a loaded shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def conv3(cin: int, cout: int) -> nn.Conv2d:
