@@ -62,6 +62,8 @@ class TecoGANOptions(StrictModel):
     d_betas: tuple[float, float] = (0.9, 0.999)
     crop_border_ratio: float = Field(0.75, gt=0, le=1)
     calibration_lr_size: PositiveInt = 32
+    # pruning: open FNet to width pruning (only its 2-channel flow head stays fixed); SRNet only by default
+    open_fnet: bool = False
 
     def uses_pingpong(self) -> bool:
         return self.pingpong if self.pingpong is not None else self.objective == "gan"
@@ -95,7 +97,7 @@ class TecoGANTask:
         from prunekit.registry import DATASETS
         from tecogan_plugin.layout import frnet_layout
 
-        self.layout = frnet_layout()
+        self.layout = frnet_layout(open_fnet=o.open_fnet)
         for field in ("train_data", "eval_data"):
             name = getattr(o, field)
             if name not in DATASETS.names():

@@ -1,5 +1,7 @@
-"""The bundled benchmark end to end on a tiny FRNet: report files, row accounting, resume, determinism."""
+"""The bundled benchmark end to end on a tiny FRNet: report files, row accounting, resume, determinism,
+a depth + width series."""
 
+import shutil
 
 import pytest
 
@@ -70,6 +72,36 @@ def test_cli_rejects_bad_options(capsys):
     assert main(["bench", "tecogan", "--blocks", "12"]) == 2
     assert "--blocks" in capsys.readouterr().err
     assert main(["bench", "tecogan", "--series", "positional:sometimes"]) == 2
+    assert main(["bench", "tecogan", "--series", "x:plain:w1.5"]) == 2
+    # depth-only series keep their pre-width serialised form, so earlier runs' settings.json still match
+    assert Series.parse("positional:plain").model_dump() == {"strategy": "positional", "finetune": "plain"}
+    assert "[0, 1)" in capsys.readouterr().err
     assert main(["bench", "tecogan", "--preset", "huge"]) == 2
     assert main(["bench", "tecogan", "--preset", "paper"]) == 2  # needs --data-root
     assert "--data-root" in capsys.readouterr().err
+
+
+def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path):
+    """A `:w0.5` series on top of keep 1 block. The dense model and the depth-only nb1 row are the
+    first run's (copied: they do not depend on the series list), so only the width model is computed."""
+    out, result = first_run
+    wide_out = tmp_path / "wide"
+    for part in ("runs/dense", "runs/positional-plain-nb1", "rows/dense.json", "rows/positional-plain-nb1.json"):
+        (wide_out / part).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (out / part).is_dir() else shutil.copy)(out / part, wide_out / part)
+    wide = TINY.model_copy(update={"blocks": [1], "series": [Series(strategy="positional", finetune="plain"),
+                                                             Series.parse("positional:plain:w0.5")]})
+    rows = {r["key"]: r for r in run_bench(wide, wide_out, progress=False)["rows"]}
+    assert sorted(rows) == ["dense", "positional-plain-nb1", "positional-plain-w0.5-nb1"]
+    depth, width = rows["positional-plain-nb1"], rows["positional-plain-w0.5-nb1"]
+    assert depth == {**next(r for r in result["rows"] if r["key"] == depth["key"]), "width": 0.0}
+    assert (width["width"], width["blocks"]) == (0.5, 1)
+    assert width["params_total"] < depth["params_total"]
+    assert width["params_srnet"] < depth["params_srnet"] and width["params_fnet"] < depth["params_fnet"]
+    assert width["params_total"] == width["params_srnet"] + width["params_fnet"]
+    assert width["gmacs"] < depth["gmacs"] and width["metrics"]["builtin-test"]["psnr"] > 5
+    assert "| positional | plain | 0.5 | 1 |" in (wide_out / "report.md").read_text()
+    (wide_out / "runs" / "positional-plain-w0.5-nb1" / "bench_wall.json").unlink()  # as if cut off after training
+    (wide_out / "rows" / "positional-plain-w0.5-nb1.json").unlink()
+    again = run_bench(wide, wide_out, progress=False)
+    assert [r["params_total"] for r in again["rows"]] == [rows[k]["params_total"] for k in sorted(rows)]

@@ -146,3 +146,22 @@ def test_calibration_carries_targets_for_loss_based_strategies(tmp_path, strateg
     result = run(cfg)
     assert len(result.plan.removed) == 1
     assert sorted(result.plan.scores) == [f"srnet.resblocks.{i}" for i in range(3)]
+
+
+def test_open_fnet_lets_a_prune_stage_narrow_fnet(tmp_path):
+    """By default the task's layout keeps FNet whole; `open_fnet: true` lets a channel target reach it,
+    while the 2-channel flow head stays 2 channels and the model still runs."""
+    assert TecoGANTask(**TINY).layout.protect == ["fnet"]
+    dense = FRNet(nf=8, nb=3)
+    cfg = _config(tmp_path / "open", open_fnet=True)
+    cfg["stages"] = [{"kind": "prune", "strategy": "positional", "calibration": 0,
+                      "target": [{"kind": "keep_blocks", "n": 2}, {"kind": "channel_ratio", "prune": 0.5}]}]
+    result = run(cfg)
+    model = result.model
+    assert len(model.srnet.resblocks) == 2
+    assert model.fnet.flow[2].weight.shape[0] == 2
+    fnet_params = sum(p.numel() for p in model.fnet.parameters())
+    assert fnet_params < 0.5 * sum(p.numel() for p in dense.fnet.parameters())
+    assert any(p.startswith("fnet.") for p in {s.layer for s in result.plan.channels})
+    lr = torch.rand(1, 1, 3, 8, 8)
+    assert model.forward_sequence(lr)["hr"].shape == (1, 1, 3, 32, 32)

@@ -15,8 +15,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="published TecoGAN-PyTorch generator (.pth) used as the dense model instead of training")
     p.add_argument("--series", default=None,
-                   help="comma-separated STRATEGY:HEAL series, HEAL in none|plain|distill "
-                        "(default: the preset's, e.g. positional:plain,block_influence:distill)")
+                   help="comma-separated STRATEGY:HEAL[:wFRACTION] series, HEAL in none|plain|distill; wFRACTION "
+                        "also removes that fraction of every prunable channel group, FNet included (e.g. "
+                        "block_influence:plain:w0.5); default: the preset's, e.g. positional:plain,block_influence:plain")
     p.add_argument("--blocks", default=None, help="comma-separated block counts to keep (default 9,7,5,3,1)")
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.add_argument("--lpips-weights", default=None, help="torchvision AlexNet ImageNet weights for LPIPS/tLP")

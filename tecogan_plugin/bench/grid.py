@@ -23,7 +23,7 @@ from prunekit.fileio import atomic_write
 from prunekit.registry import DATASETS
 from prunekit.schedule import run as run_schedule
 from tecogan_plugin.bench.presets import BenchPreset, Series
-from tecogan_plugin.bench.report import crop_montage, markdown_tables, write_results
+from tecogan_plugin.bench.report import crop_montage, markdown_tables, series_label, write_results
 from tecogan_plugin.data.frames import read_frame, write_frame
 from tecogan_plugin.metrics.video_metrics import VideoMetrics
 from tecogan_plugin.nets import FRNet, frnet_example_inputs
@@ -93,14 +93,17 @@ class Bench:
         return FRNet(nf=o["nf"], nb=o["nb"], scale=o.get("scale", 4), degradation=o.get("degradation", "BD"))
 
     # ------------------------------------------------------------ schedule
-    def _schedule(self, name: str, stages: list[dict[str, Any]], init: Path | None) -> tuple[nn.Module, float]:
-        """Run (or resume, or just load) the schedule run `name`; returns the final model and its wall time."""
+    def _schedule(self, name: str, stages: list[dict[str, Any]], init: Path | None,
+                  extra_options: dict[str, Any] | None = None) -> tuple[nn.Module, float]:
+        """Run (or resume, or just load) the schedule run `name` with the task options plus `extra_options`;
+        returns the final model and its wall time."""
         run_dir = self.out_dir / "runs" / name
         final, timing = run_dir / "final", run_dir / "bench_wall.json"
         if final.is_dir() and timing.exists():
             return load(final, build=self.build_dense), json.loads(timing.read_text())["wall_s"]
         config = {
-            "task": {"name": f"tecogan.{self.task_options['objective']}", "options": self.task_options},
+            "task": {"name": f"tecogan.{self.task_options['objective']}",
+                     "options": {**self.task_options, **(extra_options or {})}},
             "seed": self.preset.seed, "stages": stages, "out_dir": str(run_dir),
             "device": self.device.type, "progress": self.progress, "threads": self.preset.threads,
             "init_checkpoint": str(init) if init else None,
@@ -121,16 +124,20 @@ class Bench:
         return self._schedule("dense", [{"kind": "train", **self.preset.train}], None)
 
     def pruned(self, series: Series, blocks: int, dense_dir: Path) -> tuple[nn.Module, float]:
+        target: dict[str, Any] | list[dict[str, Any]] = {"kind": "keep_blocks", "n": blocks}
+        # a width series also narrows every coupled channel group, FNet's included (open_fnet layout)
+        extra = {"open_fnet": True} if series.width else {}
+        if series.width:
+            target = [target, {"kind": "channel_ratio", "prune": series.width}]
         stages: list[dict[str, Any]] = [{
-            "kind": "prune", "strategy": series.strategy, "calibration": self.preset.calibration,
-            "target": {"kind": "keep_blocks", "n": blocks},
+            "kind": "prune", "strategy": series.strategy, "calibration": self.preset.calibration, "target": target,
         }]
         if series.finetune != "none":
             stage = {"kind": "finetune", **self.preset.finetune}
             if series.finetune == "distill":
                 stage["distill"] = self.preset.distill
             stages.append(stage)
-        return self._schedule(f"{series.key}-nb{blocks}", stages, dense_dir)
+        return self._schedule(f"{series.key}-nb{blocks}", stages, dense_dir, extra)
 
     # ---------------------------------------------------------- evaluation
     def test_sets(self) -> list[tuple[str, list[Any], int | None]]:
@@ -208,12 +215,13 @@ class Bench:
         }
 
     # -------------------------------------------------------------- driver
-    def row(self, key: str, strategy: str, finetune: str, model: FRNet, wall: float) -> dict[str, Any]:
+    def row(self, key: str, strategy: str, finetune: str, width: float, model: FRNet, wall: float
+            ) -> dict[str, Any]:
         path = self.out_dir / "rows" / f"{key}.json"
         if path.exists():
             return json.loads(path.read_text())
         _say(f"{key}: measuring size, latency and quality")
-        row = {"key": key, "strategy": strategy, "finetune": finetune, **self.describe(model),
+        row = {"key": key, "strategy": strategy, "finetune": finetune, "width": width, **self.describe(model),
                "train_wall_s": round(wall, 1), "metrics": self.evaluate(model, key)}
         atomic_write(path, json.dumps(row, indent=2))
         return row
@@ -225,14 +233,17 @@ class Bench:
         grid = [(s, b) for s in self.preset.series for b in self.preset.blocks]
         _say(f"preset {self.preset.name}: dense + {len(grid)} pruned models on {self.device}; output in {self.out_dir}")
         dense_model, dense_wall = self.dense()
-        rows = [self.row("dense", "dense", "-", dense_model, dense_wall)]
+        rows = [self.row("dense", "dense", "-", 0.0, dense_model, dense_wall)]
         for i, (series, blocks) in enumerate(grid, 1):
             key = f"{series.key}-nb{blocks}"
             _say(f"[{i}/{len(grid)}] {key}: prune with {series.strategy}, heal: {series.finetune}")
             model, wall = self.pruned(series, blocks, self.out_dir / "runs" / "dense" / "final")
-            rows.append(self.row(key, series.strategy, series.finetune, model, wall))
+            rows.append(self.row(key, series.strategy, series.finetune, series.width, model, wall))
         dense = rows[0]
         for r in rows:
+            r.setdefault("width", 0.0)  # rows saved before the width option
+            r["params_fnet"] = r["params_total"] - r["params_srnet"]  # FRNet = FNet + SRNet
+            r["params_removed_fnet_pct"] = 100 * (1 - r["params_fnet"] / dense["params_fnet"])
             r["params_removed_total_pct"] = 100 * (1 - r["params_total"] / dense["params_total"])
             r["params_removed_srnet_pct"] = 100 * (1 - r["params_srnet"] / dense["params_srnet"])
             r["flops_removed_pct"] = 100 * (1 - r["gmacs"] / dense["gmacs"])
@@ -241,8 +252,7 @@ class Bench:
     def montage(self, rows: list[dict[str, Any]]) -> None:
         crops = self.out_dir / "crops"
         items = [("GT", crops / "gt.png"), ("bicubic", crops / "bicubic.png")]
-        items += [(f"{r['strategy']} {r['finetune']} nb={r['blocks']}" if r["strategy"] != "dense"
-                   else "dense nb=10", crops / f"{r['key']}.png") for r in rows]
+        items += [(series_label(r) + f" nb={r['blocks']}", crops / f"{r['key']}.png") for r in rows]
         crop_montage([(label, read_frame(p)) for label, p in items if p.exists()], self.out_dir / "crops.png")
 
 

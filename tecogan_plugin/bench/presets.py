@@ -7,9 +7,9 @@ ToS3 evaluation) and needs a GPU, the datasets, and the VGG19/AlexNet weights.""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_serializer
 
 from prunekit.config import StrictModel
 from prunekit.errors import ConfigError
@@ -18,22 +18,45 @@ FINETUNE_MODES = ("none", "plain", "distill")
 
 
 class Series(StrictModel):
-    """One line of the grid: a block-scoring strategy and how the pruned model is healed."""
+    """One line of the grid: a block-scoring strategy, how the pruned model is healed, and optionally
+    a width cut: the fraction of prunable channels removed per coupled group (FNet included) on top
+    of the block removal."""
 
     strategy: str
     finetune: Literal["none", "plain", "distill"]
+    width: float = Field(0.0, ge=0.0, lt=1.0)
 
     @classmethod
     def parse(cls, spec: str) -> "Series":
-        """`strategy:finetune`, e.g. `positional:plain` (the study) or `block_influence:distill`."""
-        strategy, _, finetune = spec.partition(":")
-        if not strategy or finetune not in FINETUNE_MODES:
-            raise ConfigError(f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}, got {spec!r}")
-        return cls(strategy=strategy, finetune=finetune)
+        """`STRATEGY:HEAL` or `STRATEGY:HEAL:wFRACTION`, e.g. `positional:plain` (the study) or
+        `block_influence:plain:w0.5` (also remove half of every prunable channel group)."""
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or parts[1] not in FINETUNE_MODES:
+            raise ConfigError(f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION], got {spec!r}")
+        strategy, finetune = parts[:2]
+        width = 0.0
+        if len(parts) == 3:
+            try:
+                width = float(parts[2].removeprefix("w")) if parts[2].startswith("w") else float("nan")
+            except ValueError:
+                width = float("nan")
+            if not 0.0 <= width < 1.0:  # also rejects nan
+                raise ConfigError(f"--series: width in {spec!r} must be wFRACTION with FRACTION in [0, 1), "
+                                  f"e.g. w0.5; got {parts[2]!r}")
+        return cls(strategy=strategy, finetune=finetune, width=width)
 
     @property
     def key(self) -> str:
-        return f"{self.strategy}-{self.finetune}"
+        """`strategy-heal` (depth only) or `strategy-heal-wFRACTION`; names the run folders and rows."""
+        return f"{self.strategy}-{self.finetune}" + (f"-w{self.width:g}" if self.width else "")
+
+    @model_serializer(mode="wrap")
+    def _omit_zero_width(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        """Depth-only series serialise as before the width option, so earlier runs' settings still match."""
+        data = handler(self)
+        if not self.width:
+            data.pop("width", None)
+        return data
 
 
 class EvalSet(StrictModel):

@@ -23,6 +23,13 @@ def _fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def series_label(row: dict) -> str:
+    """`dense`, `strategy (heal)` or, for a width series, `strategy (heal, w0.5)`: legend and crop titles."""
+    if row["strategy"] == "dense":
+        return "dense"
+    return f"{row['strategy']} ({row['finetune']}" + (f", w{row['width']:g})" if row["width"] else ")")
+
+
 def flat_rows(rows: Sequence[dict]) -> list[dict]:
     """One flat record per (row, dataset): the shape of the CSV file."""
     out = []
@@ -34,23 +41,27 @@ def flat_rows(rows: Sequence[dict]) -> list[dict]:
 
 
 def markdown_tables(rows: Sequence[dict], flops_size: str) -> str:
-    """A table per dataset with the study's Table-3 columns (params, PSNR, LPIPS, tOF) plus ours."""
+    """A table per dataset with the study's Table-3 columns (params, PSNR, LPIPS, tOF) plus ours;
+    `width` is the fraction of channels removed per coupled group (0: blocks only)."""
     datasets = sorted({d for row in rows for d in row["metrics"]})
     parts = []
     for dataset in datasets:
         parts.append(f"### {dataset}\n")
         parts.append(
-            "| strategy | fine-tune | blocks | params total | removed (total) | SRNet params | removed (SRNet) "
+            "| strategy | fine-tune | width | blocks | params total | removed (total) | SRNet params "
+            "| removed (SRNet) | FNet params | removed (FNet) "
             f"| GMACs @ {flops_size} | FLOPs removed | latency (ms) | PSNR | SSIM | LPIPS | tOF | tLP100 |"
         )
-        parts.append("|" + "---|" * 15)
+        parts.append("|" + "---|" * 18)
         for row in rows:
             m = row["metrics"].get(dataset)
             if m is None:
                 continue
             parts.append(
-                f"| {row['strategy']} | {row['finetune']} | {row['blocks']} | {row['params_total']:,} "
-                f"| {row['params_removed_total_pct']:.1f}% | {row['params_srnet']:,} | {row['params_removed_srnet_pct']:.1f}% "
+                f"| {row['strategy']} | {row['finetune']} | {row['width']:g} | {row['blocks']} "
+                f"| {row['params_total']:,} | {row['params_removed_total_pct']:.1f}% "
+                f"| {row['params_srnet']:,} | {row['params_removed_srnet_pct']:.1f}% "
+                f"| {row['params_fnet']:,} | {row['params_removed_fnet_pct']:.1f}% "
                 f"| {row['gmacs']:.2f} | {row['flops_removed_pct']:.1f}% | {_fmt(row.get('latency_ms'), 1)} "
                 f"| {_fmt(m.get('psnr'), 3)} | {_fmt(m.get('ssim'), 4)} | {_fmt(m.get('lpips'), 4)} "
                 f"| {_fmt(m.get('tof'), 4)} | {_fmt(m.get('tlp'), 3)} |"
@@ -60,7 +71,7 @@ def markdown_tables(rows: Sequence[dict], flops_size: str) -> str:
 
 
 def pareto_plot(rows: Sequence[dict], dataset: str, path: Path) -> None:
-    """PSNR against parameters and against FLOPs, one line per (strategy, fine-tune) series."""
+    """PSNR against parameters and against FLOPs, one line per (strategy, fine-tune, width) series."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,8 +81,7 @@ def pareto_plot(rows: Sequence[dict], dataset: str, path: Path) -> None:
     series: dict[str, list[dict]] = {}
     for row in rows:
         if dataset in row["metrics"] and row["metrics"][dataset].get("psnr") is not None:
-            key = "dense" if row["strategy"] == "dense" else f"{row['strategy']} ({row['finetune']})"
-            series.setdefault(key, []).append(row)
+            series.setdefault(series_label(row), []).append(row)
     for label, items in sorted(series.items()):
         for ax, x_key, scale in ((axes[0], "params_total", 1e-6), (axes[1], "gmacs", 1.0)):
             items = sorted(items, key=lambda r: r[x_key])
