@@ -38,11 +38,14 @@ def test_report_files_and_rows(first_run):
     for name in ("results.json", "results.csv", "report.md", "pareto_builtin-test.png", "crops.png"):
         assert (out / name).is_file(), name
     rows = result["rows"]
-    assert [r["key"] for r in rows] == ["dense", "positional-plain-nb2", "positional-plain-nb1",
+    assert [r["key"] for r in rows] == ["dense", "dense-control", "positional-plain-nb2", "positional-plain-nb1",
                                         "magnitude-distill-nb2", "magnitude-distill-nb1"]
-    dense = rows[0]
+    dense, control = rows[0], rows[1]
+    # the control is the dense model trained for the healing budget more: same size, other weights
+    assert (control["params_total"], control["blocks"], control["finetune"]) == (dense["params_total"], 3, "control")
+    assert control["metrics"] != dense["metrics"]
     per_block = 2 * (8 * 8 * 9 + 8)  # one residual block of nf=8: two 3x3 convs with bias
-    for r in rows[1:]:
+    for r in rows[2:]:
         assert r["params_total"] == dense["params_total"] - (3 - r["blocks"]) * per_block
         assert r["params_srnet"] == dense["params_srnet"] - (3 - r["blocks"]) * per_block
         assert 0 < r["flops_removed_pct"] < 100
@@ -86,13 +89,14 @@ def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path)
     first run's (copied: they do not depend on the series list), so only the width model is computed."""
     out, result = first_run
     wide_out = tmp_path / "wide"
-    for part in ("runs/dense", "runs/positional-plain-nb1", "rows/dense.json", "rows/positional-plain-nb1.json"):
+    for part in ("runs/dense", "runs/dense-control", "runs/positional-plain-nb1", "rows/dense.json",
+                 "rows/dense-control.json", "rows/positional-plain-nb1.json"):
         (wide_out / part).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (out / part).is_dir() else shutil.copy)(out / part, wide_out / part)
     wide = TINY.model_copy(update={"blocks": [1], "series": [Series(strategy="positional", finetune="plain"),
                                                              Series.parse("positional:plain:w0.5")]})
     rows = {r["key"]: r for r in run_bench(wide, wide_out, progress=False)["rows"]}
-    assert sorted(rows) == ["dense", "positional-plain-nb1", "positional-plain-w0.5-nb1"]
+    assert sorted(rows) == ["dense", "dense-control", "positional-plain-nb1", "positional-plain-w0.5-nb1"]
     depth, width = rows["positional-plain-nb1"], rows["positional-plain-w0.5-nb1"]
     assert depth == {**next(r for r in result["rows"] if r["key"] == depth["key"]), "width": 0.0}
     assert (width["width"], width["blocks"]) == (0.5, 1)

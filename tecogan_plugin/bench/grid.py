@@ -234,6 +234,13 @@ class Bench:
         _say(f"preset {self.preset.name}: dense + {len(grid)} pruned models on {self.device}; output in {self.out_dir}")
         dense_model, dense_wall = self.dense()
         rows = [self.row("dense", "dense", "-", 0.0, dense_model, dense_wall)]
+        if any(s.finetune != "none" for s in self.preset.series):
+            # healed models train `finetune.iterations` more than the dense one; the control gives the
+            # dense model the same extra training, so what healing recovers is not confused with it
+            _say(f"dense-control: training the dense model {self.preset.finetune['iterations']} iterations more")
+            control, wall = self._schedule("dense-control", [{"kind": "train", **self.preset.finetune}],
+                                           self.out_dir / "runs" / "dense" / "final")
+            rows.append(self.row("dense-control", "dense", "control", 0.0, control, wall))
         for i, (series, blocks) in enumerate(grid, 1):
             key = f"{series.key}-nb{blocks}"
             _say(f"[{i}/{len(grid)}] {key}: prune with {series.strategy}, heal: {series.finetune}")
@@ -319,6 +326,8 @@ def report_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], flops_size
         f"- FLOPs: {meta['flops_convention']}",
         f"- latency: {meta['latency']}",
         "- quality: official TecoGAN protocol (2 frames cut at each end, crop_8x8 border), frame averages",
+        "- `dense / control`: the dense model trained for the healing budget more, i.e. the same total training "
+        "as the healed rows; compare healed models with it, not only with `dense`",
     ]
     if meta.get("unavailable_metrics"):
         for metric, why in meta["unavailable_metrics"].items():

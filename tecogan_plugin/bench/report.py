@@ -26,7 +26,7 @@ def _fmt(value: Any, digits: int) -> str:
 def series_label(row: dict) -> str:
     """`dense`, `strategy (heal)` or, for a width series, `strategy (heal, w0.5)`: legend and crop titles."""
     if row["strategy"] == "dense":
-        return "dense"
+        return "dense" if row["finetune"] != "control" else "dense + fine-tune budget (control)"
     return f"{row['strategy']} ({row['finetune']}" + (f", w{row['width']:g})" if row["width"] else ")")
 
 
@@ -87,7 +87,7 @@ def pareto_plot(rows: Sequence[dict], dataset: str, path: Path) -> None:
             items = sorted(items, key=lambda r: r[x_key])
             xs = [r[x_key] * scale for r in items]
             ys = [r["metrics"][dataset]["psnr"] for r in items]
-            ax.plot(xs, ys, marker="*" if label == "dense" else "o", ms=10 if label == "dense" else 5, label=label)
+            ax.plot(xs, ys, marker="*" if label.startswith("dense") else "o", ms=10 if label.startswith("dense") else 5, label=label)
     axes[0].set_xlabel("parameters, total (M)")
     axes[1].set_xlabel("GMACs per frame")
     for ax in axes:
