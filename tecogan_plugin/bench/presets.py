@@ -116,7 +116,7 @@ QUICK = BenchPreset(
     eval_sets=[EvalSet(dataset="builtin", label="builtin-test")],
     latency_repeats=3,
     device="cpu",
-    threads=2,
+    threads=1,
 )
 
 PAPER = BenchPreset(
