@@ -78,6 +78,8 @@ def pareto_plot(rows: Sequence[dict], dataset: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax in axes:  # 20 distinct colours: a grid of many series must not repeat one
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     series: dict[str, list[dict]] = {}
     for row in rows:
         if dataset in row["metrics"] and row["metrics"][dataset].get("psnr") is not None:
