@@ -108,4 +108,4 @@ def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path)
     (wide_out / "runs" / "positional-plain-w0.5-nb1" / "bench_wall.json").unlink()  # as if cut off after training
     (wide_out / "rows" / "positional-plain-w0.5-nb1.json").unlink()
     again = run_bench(wide, wide_out, progress=False)
-    assert [r["params_total"] for r in again["rows"]] == [rows[k]["params_total"] for k in sorted(rows)]
+    assert {r["key"]: r["params_total"] for r in again["rows"]} == {k: r["params_total"] for k, r in rows.items()}
