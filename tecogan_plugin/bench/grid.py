@@ -329,9 +329,11 @@ def report_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], flops_size
         "- `dense / control`: the dense model trained for the healing budget more, i.e. the same total training "
         "as the healed rows; compare healed models with it, not only with `dense`",
     ]
-    if meta.get("unavailable_metrics"):
-        for metric, why in meta["unavailable_metrics"].items():
-            lines.append(f"- {metric}: unavailable — {why}")
+    reasons: dict[str, list[str]] = {}
+    for metric, why in meta.get("unavailable_metrics", {}).items():
+        reasons.setdefault(why, []).append(metric)
+    for why, metrics in reasons.items():
+        lines.append(f"- {', '.join(metrics)}: unavailable — {why}")
     lines += ["", markdown_tables(rows, flops_size), "", "![Pareto](pareto_" +
               next(iter(rows[0]["metrics"])) + ".png)", "", "![crops](crops.png)", ""]
     return "\n".join(lines)
