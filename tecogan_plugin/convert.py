@@ -155,5 +155,5 @@ def register(registries) -> None:
     """CLI command `prunekit convert tecogan SRC.pth OUT_DIR`."""
     from prunekit.cli import Command
 
-    registries.commands.register("convert", Command("convert", "convert a published checkpoint to prunekit's format",
-                                                    _add_arguments, _run))
+    help = "Convert a published checkpoint (TecoGAN-PyTorch generator) to a prunekit checkpoint."
+    registries.commands.register("convert", Command("convert", help, _add_arguments, _run))

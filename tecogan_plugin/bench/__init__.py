@@ -61,4 +61,4 @@ def register(registries) -> None:
     """Add the `bench` command."""
     from prunekit.cli import Command
 
-    registries.commands.register("bench", Command("bench", "run the bundled pruning benchmark", _arguments, _run))
+    registries.commands.register("bench", Command("bench", "Run the bundled TecoGAN pruning benchmark (the study's grid) and write a report.", _arguments, _run))

@@ -173,4 +173,4 @@ def register_command(registries) -> None:
     from prunekit.cli import Command
 
     registries.commands.register("tecogan-lmdb", Command(
-        "tecogan-lmdb", "pack PNG sequences into an LMDB training store (TecoGAN key format)", _add_arguments, _run))
+        "tecogan-lmdb", "Pack PNG sequences into an LMDB training store (TecoGAN key format).", _add_arguments, _run))

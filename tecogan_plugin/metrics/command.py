@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-HELP = "TecoGAN official-protocol video metrics (PSNR, SSIM, LPIPS, tOF, tLP100) for folders of frames"
+HELP = "Score folders of frames with the TecoGAN official-protocol metrics (PSNR, SSIM, LPIPS, tOF, tLP100)."
 
 
 def register_command(commands) -> None:
