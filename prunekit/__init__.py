@@ -9,7 +9,7 @@
 
 __version__ = "0.1.0"
 
-from prunekit.budget import ChannelRatio, FlopsRatio, KeepBlocks, ParamsRatio  # noqa: E402
+from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, ParamsRatio  # noqa: E402
 from prunekit.checkpoint import load, save  # noqa: E402
 from prunekit.errors import (  # noqa: E402
     CheckpointError,
@@ -29,7 +29,8 @@ from prunekit.strategies import Calibration, Strategy, get_strategy, register_st
 from prunekit.surgery import Bypass, apply, remove_units  # noqa: E402
 
 __all__ = [
-    "Bypass", "Calibration", "ChannelRatio", "CheckpointError", "ConfigError", "DataError", "FlopsRatio",
+    "Bypass", "Calibration", "ChannelFlops", "ChannelRatio", "CheckpointError", "ConfigError", "DataError",
+    "FlopsRatio",
     "Graph", "InputShapeError", "KeepBlocks", "Layout", "MissingWeightsError", "NoUnitsError", "ParamsRatio",
     "Plan", "PlanMismatchError", "PrunekitError", "Stats", "Strategy", "Unit", "UnknownNameError",
     "UnreachableTargetError", "analyze", "apply", "get_strategy", "load", "load_plan", "plan",

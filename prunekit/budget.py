@@ -2,7 +2,7 @@
 
 Targets are small pydantic models with a `kind` discriminator, so a plan or a config file stores
 them as JSON and reads them back (`parse_target`). Block targets (KeepBlocks, ParamsRatio,
-FlopsRatio) are met by `select_units`; the width target ChannelRatio is met by
+FlopsRatio) are met by `select_units`; the width targets ChannelRatio and ChannelFlops are met by
 `prunekit.channels.plan_channels`.
 
 Every block target must leave at least one removable block: removing all of them is reported
@@ -72,13 +72,27 @@ class ChannelRatio(_Target):
     ignore: list[str] = Field(default_factory=list)
 
 
-Target = Annotated[Union[KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio], Field(discriminator="kind")]
+class ChannelFlops(_Target):
+    """Width pruning to a FLOPs budget: keep at most `keep` x the FLOPs (profile.flops convention)
+    of the model handed to width pruning, 0 < keep <= 1, by the smallest uniform per-group prune
+    fraction that meets it (see prunekit.channels); `ignore` as for ChannelRatio."""
+
+    _positional: ClassVar[str] = "keep"
+    kind: Literal["channel_flops"] = "channel_flops"
+    keep: float
+    ignore: list[str] = Field(default_factory=list)
+
+
+WidthTarget = (ChannelRatio, ChannelFlops)
+Target = Annotated[
+    Union[KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio, ChannelFlops], Field(discriminator="kind")
+]
 _TARGET_ADAPTER: TypeAdapter = TypeAdapter(Target)
 
 
-def parse_target(obj: Any) -> KeepBlocks | ParamsRatio | FlopsRatio | ChannelRatio:
+def parse_target(obj: Any) -> KeepBlocks | ParamsRatio | FlopsRatio | ChannelRatio | ChannelFlops:
     """A target from a dict / JSON string (as written by `model_dump`) or an existing target."""
-    if isinstance(obj, (KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio)):
+    if isinstance(obj, (KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio, ChannelFlops)):
         return obj
     try:
         if isinstance(obj, (str, bytes)):
@@ -86,7 +100,8 @@ def parse_target(obj: Any) -> KeepBlocks | ParamsRatio | FlopsRatio | ChannelRat
         return _TARGET_ADAPTER.validate_python(obj)
     except ValidationError as exc:
         raise ConfigError(
-            f"invalid pruning target {obj!r}; kinds: keep_blocks, params_ratio, flops_ratio, channel_ratio ({exc})"
+            f"invalid pruning target {obj!r}; kinds: keep_blocks, params_ratio, flops_ratio, channel_ratio, "
+            f"channel_flops ({exc})"
         ) from None
 
 
@@ -96,7 +111,7 @@ def _removal_order(blocks: list[Unit], scores: dict[str, float]) -> list[Unit]:
     return sorted(blocks, key=lambda u: (scores[u.path], -position[u.path]))
 
 
-def _check_ratio(target: ParamsRatio | FlopsRatio) -> None:
+def _check_ratio(target: ParamsRatio | FlopsRatio | ChannelFlops) -> None:
     if not 0.0 < target.keep <= 1.0:
         raise UnreachableTargetError(f"{target!r}: keep must be in (0, 1], got {target.keep}")
 
@@ -145,7 +160,7 @@ def select_units(
     model: nn.Module,
     graph: Graph,
     scores: dict[str, float],
-    target: KeepBlocks | ParamsRatio | FlopsRatio | ChannelRatio,
+    target: KeepBlocks | ParamsRatio | FlopsRatio | ChannelRatio | ChannelFlops,
     example_inputs: Any = None,
 ) -> list[str]:
     """Paths of the blocks to remove so that `target` is met, in model order.
@@ -153,9 +168,9 @@ def select_units(
     Blocks (removable leaf units) are removed lowest score first until the target holds. Params
     are accounted exactly from the units; FLOPs are accounted from the units and then verified by
     profiling the reduced model on `example_inputs` (more blocks are removed while the measured
-    FLOPs still exceed the target). A ChannelRatio selects no blocks.
+    FLOPs still exceed the target). A width target (ChannelRatio, ChannelFlops) selects no blocks.
     """
-    if isinstance(target, ChannelRatio):
+    if isinstance(target, WidthTarget):
         return []
     blocks = graph.leaves()
     if not blocks:

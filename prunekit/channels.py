@@ -12,6 +12,9 @@ EDSR-style upsampler are pruned, not skipped.
 A plan is a list of `ChannelStep`s (layer path + output-channel indices at the time of the step).
 Replaying them in order with `apply_channels` on a freshly built model (after the same block
 removals) reproduces the pruned architecture exactly.
+
+A ChannelFlops target is met by bisection over the uniform prune fraction: each candidate is
+planned as a ChannelRatio, applied to a copy and profiled, so the FLOPs limit holds as measured.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from torch import nn
 from torch_pruning import _helpers
 from torch_pruning.dependency.node import Node
 
-from prunekit.budget import ChannelRatio
+from prunekit import profile
+from prunekit.budget import ChannelFlops, ChannelRatio, _check_ratio
 from prunekit.errors import ConfigError, InputShapeError, PlanMismatchError, UnreachableTargetError
 from prunekit.profile import call_model, eval_mode
 
@@ -41,6 +45,8 @@ logger = logging.getLogger(__name__)
 ExampleInputs = Any
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 _IMPORTANCE = {"l1", "l2", "random"}
+_MAX_FRACTION = 0.95  # the largest uniform prune fraction a ChannelFlops search tries
+_BISECTION_STEPS = 8
 
 
 class ChannelStep(BaseModel):
@@ -191,13 +197,15 @@ def _count_to_prune(n: int, block: int, ratio: float, round_to: int | None) -> i
 def plan_channels(
     model: nn.Module,
     example_inputs: ExampleInputs,
-    target: ChannelRatio,
+    target: ChannelRatio | ChannelFlops,
     layout: Layout | None = None,
     importance: str = "l2",
     round_to: int | None = None,
 ) -> list[ChannelStep]:
     """Choose output channels to remove: in every coupled layer group, the `target.prune`
     fraction with the lowest importance (tp group L1/L2 norm, or random). `model` is untouched.
+    For a ChannelFlops target, the fraction is the smallest one (found by bisection in
+    [0, 0.95]) whose pruned model measures at most `target.keep` x `model`'s FLOPs.
 
     Ignored (never pruned at their outputs): the model's output layers (auto-detected),
     `target.ignore` and the layout's `channel_ignore` / `fixed_channels` (paths or globs).
@@ -205,6 +213,8 @@ def plan_channels(
     or changes its output shapes (e.g. channels used as flow / grid coordinates) is left whole
     and named in a warning.
     """
+    if isinstance(target, ChannelFlops):
+        return _plan_flops(model, example_inputs, target, layout, importance, round_to)
     if not 0.0 <= target.prune < 1.0:
         raise UnreachableTargetError(f"{target!r}: prune must be in [0, 1), got {target.prune}")
     if round_to is not None and round_to < 1:
@@ -250,6 +260,44 @@ def plan_channels(
     if broken:
         logger.warning("channel pruning left these layers whole because pruning them broke the model: %s", broken)
     return steps
+
+
+def _plan_flops(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    target: ChannelFlops,
+    layout: Layout | None,
+    importance: str,
+    round_to: int | None,
+) -> list[ChannelStep]:
+    """Bisect the uniform prune fraction: FLOPs after only fall as the fraction grows, so the
+    smallest fraction that meets the limit removes the fewest channels."""
+    _check_ratio(target)
+    dense = profile.flops(model, example_inputs)
+    limit = target.keep * dense
+
+    def attempt(fraction: float) -> tuple[list[ChannelStep], int]:
+        ratio = ChannelRatio(fraction, ignore=target.ignore)
+        steps = plan_channels(model, example_inputs, ratio, layout, importance, round_to)
+        return steps, profile.flops(apply_channels(copy.deepcopy(model), example_inputs, steps), example_inputs)
+
+    if dense <= limit:
+        return []
+    best, reached = attempt(_MAX_FRACTION)
+    if reached > limit:
+        raise UnreachableTargetError(
+            f"{target!r}: needs at most {limit:,.0f} FLOPs of {dense:,}, but pruning {_MAX_FRACTION:.0%} of "
+            f"every channel group still leaves {reached:,} ({reached / dense:.4f} of the model)"
+        )
+    low, high = 0.0, _MAX_FRACTION
+    for _ in range(_BISECTION_STEPS):
+        mid = (low + high) / 2
+        steps, after = attempt(mid)
+        if after <= limit:
+            high, best = mid, steps
+        else:
+            low = mid
+    return best
 
 
 def _choose(

@@ -79,10 +79,11 @@ class Plan(BaseModel):
 
 def _split_targets(targets: list[Any]) -> tuple[Any | None, Any | None]:
     blocks = [t for t in targets if isinstance(t, BlockTarget)]
-    widths = [t for t in targets if isinstance(t, budget.ChannelRatio)]
+    widths = [t for t in targets if isinstance(t, budget.WidthTarget)]
     if len(blocks) > 1 or len(widths) > 1:
         raise ConfigError(
-            f"at most one block target and one ChannelRatio may be combined, got {[t.kind for t in targets]}"
+            "at most one block target and one width target (ChannelRatio or ChannelFlops) may be combined, "
+            f"got {[t.kind for t in targets]}"
         )
     return (blocks[0] if blocks else None), (widths[0] if widths else None)
 
@@ -106,8 +107,10 @@ def plan(
 ) -> Plan:
     """Decide what to remove from `model` (analysed as `graph`) to meet `target`.
 
-    `target` is a KeepBlocks / ParamsRatio / FlopsRatio / ChannelRatio (or its dict form) or a list
-    of one block target and one ChannelRatio (default KeepBlocks(5)). `strategy` is a registered name or a Strategy;
+    `target` is a KeepBlocks / ParamsRatio / FlopsRatio / ChannelRatio / ChannelFlops (or its dict
+    form) or a list of one block target and one width target (default KeepBlocks(5)). Blocks are
+    removed first; a ChannelFlops limit is relative to the model width pruning starts from (the
+    block-pruned model), not the dense one. `strategy` is a registered name or a Strategy;
     strategies that need calibration data use the graph's example inputs when `data` is None.
     """
     from prunekit.surgery import apply, remove_units
@@ -132,7 +135,7 @@ def plan(
         if not units:
             raise NoUnitsError(
                 f"{type(model).__name__} has no removable units (found {len(graph.units)} units, none removable); "
-                "declare some in a Layout or use a ChannelRatio target"
+                "declare some in a Layout or use a width target (ChannelRatio, ChannelFlops)"
             )
         if data is None and getattr(scorer, "needs_data", False):
             data = [example_inputs]  # the traced inputs serve as a one-batch calibration set

@@ -7,6 +7,7 @@ from torch import nn
 
 from prunekit import profile
 from prunekit.budget import (
+    ChannelFlops,
     ChannelRatio,
     FlopsRatio,
     KeepBlocks,
@@ -141,6 +142,7 @@ def test_unreachable_targets(target, message):
 def test_missing_scores_and_channel_target():
     model, graph, blocks, scores = setup(Flat)
     assert select_units(model, graph, scores, ChannelRatio(0.5), X) == []
+    assert select_units(model, graph, scores, ChannelFlops(0.5), X) == []
     del scores[blocks[0]]
     with pytest.raises(ConfigError, match="blocks.0"):
         select_units(model, graph, scores, KeepBlocks(2), X)
@@ -148,7 +150,8 @@ def test_missing_scores_and_channel_target():
 
 @pytest.mark.parametrize(
     "target",
-    [KeepBlocks(3, per_group=True), ParamsRatio(keep=0.4), FlopsRatio(0.25), ChannelRatio(0.5, ignore=["tail"])],
+    [KeepBlocks(3, per_group=True), ParamsRatio(keep=0.4), FlopsRatio(0.25), ChannelRatio(0.5, ignore=["tail"]),
+     ChannelFlops(0.6, ignore=["tail"])],
 )
 def test_targets_round_trip_json(target):
     text = target.model_dump_json()
@@ -162,3 +165,10 @@ def test_parse_target_rejects_bad_input():
         parse_target({"kind": "keep_everything"})
     with pytest.raises(ConfigError):
         parse_target({"kind": "keep_blocks", "n": 2, "extra": 1})
+    with pytest.raises(ConfigError, match="channel_flops"):
+        parse_target({"kind": "channel_flop", "keep": 0.5})
+
+
+def test_channel_flops_reads_keep_positionally():
+    target = parse_target({"kind": "channel_flops", "keep": 0.4})
+    assert target == ChannelFlops(0.4) and target.ignore == []

@@ -1,14 +1,19 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import prunekit as pk
 from prunekit import profile
-from prunekit.budget import ChannelRatio
+from prunekit.budget import ChannelFlops, ChannelRatio
 from prunekit.channels import ChannelStep, apply_channels, dependency_graph, output_layers, plan_channels
 from prunekit.errors import ConfigError, PlanMismatchError, UnreachableTargetError
 from prunekit.graph import Layout
 from prunekit.surgery import remove_units
+
+import zoo
 
 
 class Block(nn.Module):
@@ -223,3 +228,43 @@ def test_group_that_breaks_the_model_is_left_whole(caplog):
     assert "flow" in caplog.text
     apply_channels(model, X, steps)
     assert model(X).shape == X.shape and model.flow.out_channels == 2
+
+
+@pytest.mark.parametrize(
+    "factory", [lambda: zoo.EDSR(nf=8, nb=2), TecoLike], ids=["edsr_pixelshuffle", "convtranspose"]
+)
+def test_channel_flops_meets_the_limit_without_overshooting(factory):
+    torch.manual_seed(0)
+    model = factory()
+    before = profile.flops(model, X)
+    steps = plan_channels(model, X, ChannelFlops(0.5))
+    assert profile.flops(model, X) == before  # planning leaves the model alone
+    pruned = replay(factory, apply_channels(copy.deepcopy(model), X, steps), steps)
+    after = profile.flops(pruned, X)
+    assert 0.3 * before < after <= 0.5 * before
+    assert pruned(X).shape == model(X).shape
+    looser = apply_channels(copy.deepcopy(model), X, plan_channels(model, X, ChannelFlops(0.8)))
+    assert after < profile.flops(looser, X) <= 0.8 * before  # a looser limit keeps more
+
+
+def test_channel_flops_bad_and_unreachable_limits():
+    model = TecoLike()
+    assert plan_channels(model, X, ChannelFlops(1.0)) == []
+    for keep in (0.0, 1.5):
+        with pytest.raises(UnreachableTargetError, match=r"\(0, 1\]"):
+            plan_channels(model, X, ChannelFlops(keep))
+    with pytest.raises(UnreachableTargetError, match=r"needs at most .* FLOPs of .* still leaves"):
+        plan_channels(model, X, ChannelFlops(0.001))
+
+
+def test_channel_flops_in_a_plan_is_relative_to_the_block_pruned_model():
+    model = zoo.EDSR(nf=8, nb=4)
+    x = zoo.image()
+    graph = pk.analyze(model, x)
+    blocks_only = pk.plan(model, graph, strategy="magnitude", target=pk.KeepBlocks(2))
+    width = {"kind": "channel_flops", "keep": 0.5}
+    both = pk.plan(model, graph, strategy="magnitude", target=[pk.KeepBlocks(2), width])
+    assert both.removed == blocks_only.removed and both.channels
+    assert both.stats.flops_after <= 0.5 * blocks_only.stats.flops_after
+    fresh = pk.apply(zoo.EDSR(nf=8, nb=4), pk.Plan.model_validate_json(both.model_dump_json()))
+    assert profile.flops(fresh, x) == both.stats.flops_after

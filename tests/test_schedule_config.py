@@ -45,6 +45,8 @@ def _edit(cfg: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
     (["keep_last"], 0, r"keep_last: .*greater than 0"),
     (["stages", 1, "target"], {"kind": "keep_half"}, r"stages\[1\]\.prune\.target: .*'keep_half'"),
     (["stages", 1, "target"], {"kind": "params_ratio", "keep": 1.5}, r"stages\[1\]\.prune\.target: .*0 < keep <= 1"),
+    (["stages", 1, "target"], {"kind": "channel_flops", "keep": 0},
+     r"stages\[1\]\.prune\.target: .*channel_flops.*0 < keep"),
     (["init_checkpoint"], "/nonexistent/G_iter400000.pth", r"init_checkpoint: .*does not exist"),
 ])
 def test_schema_errors_name_the_field(tmp_path, path, value, match):
@@ -90,6 +92,17 @@ def test_yaml_and_toml_files_load_to_the_same_config(tmp_path):
     a, b = load_config(RunConfig, yaml_file), load_config(RunConfig, toml_file)
     assert a == b
     assert a.stages[0].optimizer.betas == (0.5, 0.9)
+
+
+def test_channel_flops_is_a_width_target_in_a_prune_stage(tmp_path):
+    cfg = config(tmp_path / "r")
+    cfg["stages"][1] = {"kind": "prune", "strategy": "magnitude",
+                        "target": [{"kind": "keep_blocks", "n": 2}, {"kind": "channel_flops", "keep": 0.6}]}
+    stage = RunConfig.model_validate(cfg).stages[1]
+    assert [t.kind for t in stage.targets()] == ["keep_blocks", "channel_flops"]
+    # a later stage that removes blocks after this width target is rejected before any work
+    cfg["stages"].insert(2, {"kind": "prune", "target": {"kind": "keep_blocks", "n": 1}})
+    _fails_before_work(cfg, r"stages\[2\]\.target: removing blocks after channels", tmp_path)
 
 
 def test_broken_files_name_the_file(tmp_path):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from prunekit.budget import ChannelRatio, FlopsRatio, KeepBlocks, ParamsRatio, Target
+from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, ParamsRatio, Target
 from prunekit.config import StrictModel
 
 
@@ -121,7 +121,7 @@ class PruneStage(StrictModel):
         for t in items:
             if isinstance(t, KeepBlocks) and t.n < 1:
                 raise ValueError(f"keep_blocks needs n >= 1 (pruning may not remove every block), got {t.n}")
-            if isinstance(t, (ParamsRatio, FlopsRatio)) and not 0 < t.keep <= 1:
+            if isinstance(t, (ParamsRatio, FlopsRatio, ChannelFlops)) and not 0 < t.keep <= 1:
                 raise ValueError(f"{t.kind} needs 0 < keep <= 1, got {t.keep}")
             if isinstance(t, ChannelRatio) and not 0 <= t.prune < 1:
                 raise ValueError(f"channel_ratio needs 0 <= prune < 1, got {t.prune}")

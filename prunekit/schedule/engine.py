@@ -99,9 +99,9 @@ def _seed_everything(seed: int) -> None:
 
 
 def _is_channel(target: Any) -> bool:
-    from prunekit.budget import ChannelRatio
+    from prunekit.budget import WidthTarget
 
-    return isinstance(target, ChannelRatio)
+    return isinstance(target, WidthTarget)
 
 
 class _Engine:
