@@ -111,7 +111,8 @@ def _removal_order(blocks: list[Unit], scores: dict[str, float]) -> list[Unit]:
     return sorted(blocks, key=lambda u: (scores[u.path], -position[u.path]))
 
 
-def _check_ratio(target: ParamsRatio | FlopsRatio | ChannelFlops) -> None:
+def check_ratio(target: ParamsRatio | FlopsRatio | ChannelFlops) -> None:
+    """A keep fraction must lie in (0, 1]."""
     if not 0.0 < target.keep <= 1.0:
         raise UnreachableTargetError(f"{target!r}: keep must be in (0, 1], got {target.keep}")
 
@@ -183,7 +184,7 @@ def select_units(
     if isinstance(target, KeepBlocks):
         removed = _keep_blocks(blocks, scores, target)
     elif isinstance(target, ParamsRatio):
-        _check_ratio(target)
+        check_ratio(target)
         cost = {u.path: u.params for u in blocks}
         limit = target.keep * graph.total_params
         removed = _greedy(order, cost, graph.total_params, limit)
@@ -191,7 +192,7 @@ def select_units(
             floor = graph.total_params - sum(cost.values()) + cost[order[-1].path]
             raise _too_far(target, "parameters", graph.total_params, limit, floor)
     elif isinstance(target, FlopsRatio):
-        _check_ratio(target)
+        check_ratio(target)
         removed = _select_flops(model, graph, blocks, order, target, example_inputs)
     else:
         raise ConfigError(f"unknown pruning target {target!r}")

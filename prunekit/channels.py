@@ -33,7 +33,7 @@ from torch_pruning import _helpers
 from torch_pruning.dependency.node import Node
 
 from prunekit import profile
-from prunekit.budget import ChannelFlops, ChannelRatio, _check_ratio
+from prunekit.budget import ChannelFlops, ChannelRatio, check_ratio
 from prunekit.errors import ConfigError, InputShapeError, PlanMismatchError, UnreachableTargetError
 from prunekit.profile import call_model, eval_mode
 
@@ -272,7 +272,7 @@ def _plan_flops(
 ) -> list[ChannelStep]:
     """Bisect the uniform prune fraction: FLOPs after only fall as the fraction grows, so the
     smallest fraction that meets the limit removes the fewest channels."""
-    _check_ratio(target)
+    check_ratio(target)
     dense = profile.flops(model, example_inputs)
     limit = target.keep * dense
 
