@@ -291,3 +291,32 @@ def test_data_stream_is_reproducible_per_seed():
     a = list(itertools.islice(t.train_batches(5, 0, 1, batch_size=2), 3))
     b = list(itertools.islice(t.train_batches(5, 0, 1, batch_size=2), 3))
     assert all(torch.equal(x[0], y[0]) for x, y in zip(a, b))
+
+
+def test_init_checkpoint_that_does_not_fit_raises_checkpoint_error(tmp_path):
+    from safetensors.torch import save_file
+
+    from prunekit.errors import CheckpointError
+
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"head.weight": torch.zeros(1)}, str(wrong))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    stages = [{"kind": "train", "iterations": 1, "batch": 2}]
+    with pytest.raises(CheckpointError, match=r"wrong\.safetensors.*missing: .*head\.bias"):
+        run(config(tmp_path / "a", stages=stages, init_checkpoint=str(wrong)))
+    with pytest.raises(CheckpointError, match=r"cannot read state_dict file .*garbage\.pth"):
+        run(config(tmp_path / "b", stages=stages, init_checkpoint=str(garbage)))
+
+
+def test_model_task_weights_that_do_not_fit_raise_checkpoint_error(tmp_path):
+    from prunekit.errors import CheckpointError
+
+    data = [(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))]
+    bad = ModelTask(build=lambda: ToyNet(4, 8), weights=_state(ToyNet(2, 8)), data=data,
+                    loss_fn=lambda out, y: (out - y).abs().mean())
+    with pytest.raises(CheckpointError, match=r"ModelTask\.weights.*missing: blocks\.2"):
+        bad.build_model()
+    with pytest.raises(CheckpointError, match=r"cannot read state_dict file .*nope\.pt"):
+        ModelTask(build=lambda: ToyNet(4, 8), weights=tmp_path / "nope.pt", data=data,
+                  loss_fn=lambda out, y: (out - y).abs().mean()).build_model()

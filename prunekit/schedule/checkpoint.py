@@ -1,7 +1,7 @@
 """Run checkpoints: written atomically (a temporary folder renamed into place), the last K kept,
 read back without unpickling anything but tensors and plain containers (weights_only=True).
 
-Layout of one checkpoint folder `ckpt-<global step>-<stage>-<prune step>`:
+Layout of one checkpoint folder `ckpt-<global step>-<stage>-<prune step>-<iteration>`:
   model/            the model: `plan.json` + `model.safetensors` (prunekit.save; the identity plan
                     while the model is still dense)
   state.pt          cursor (stage, prune step, iteration), optimiser state, task state, RNG of every rank
@@ -70,6 +70,23 @@ def read_model(folder: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module,
     model = load(folder, build=build)
     dense = not plan.removed and not plan.channels
     return model, (None if dense else plan)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict file given as `init_checkpoint` or `weights` (.safetensors, else torch.save'd),
+    read without unpickling code; CheckpointError names the file when it is not a state_dict."""
+    from prunekit.checkpoint import read_weights
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_weights(path)
+    try:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # missing, corrupt, or pickled code: say which file
+        raise CheckpointError(f"cannot read state_dict file {path}: {exc}") from exc
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise CheckpointError(f"{path} is not a state_dict (a mapping of names to tensors)")
+    return tensors
 
 
 def save_checkpoint(ckpt_dir: Path, name: str, model: nn.Module, plan: Any, state: dict[str, Any], keep_last: int

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit.checkpoint import load_weights
 from prunekit.config import load_config
 from prunekit.errors import ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
 from prunekit.fileio import atomic_write
@@ -142,12 +143,8 @@ class _Engine:
                 model, plan = ckpt.read_model(path, self.task.build_model)
             elif hasattr(self.task, "load_init"):
                 model = self.task.load_init(model, path)
-            elif path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                model.load_state_dict(load_file(str(path)))
             else:
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                load_weights(model, ckpt.read_state_dict(path), str(path))
         return model, plan
 
     def preflight(self, model: nn.Module, plan: Any) -> None:
@@ -514,6 +511,10 @@ class _Engine:
                          metrics=dict(self.last_eval))
 
     def close(self) -> None:
+        """Release what the run holds even when it failed: the metrics writer and the process group."""
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close()
         if self._owns_group:
             import torch.distributed as tdist
 

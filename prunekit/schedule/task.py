@@ -119,11 +119,10 @@ class ModelTask:
         return self._initial_weights(self.build())
 
     def load_init(self, model: nn.Module, path: str | Path) -> nn.Module:
-        from safetensors.torch import load_file
+        from prunekit.checkpoint import load_weights
+        from prunekit.schedule.checkpoint import read_state_dict
 
-        p = Path(path)
-        state = load_file(str(p)) if p.suffix == ".safetensors" else torch.load(p, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        load_weights(model, read_state_dict(Path(path)), str(path))
         return model
 
     def _initial_weights(self, model: nn.Module) -> nn.Module:
@@ -131,7 +130,9 @@ class ModelTask:
         if self.weights is None:
             return model
         if isinstance(self.weights, dict):
-            model.load_state_dict(self.weights)
+            from prunekit.checkpoint import load_weights
+
+            load_weights(model, self.weights, "ModelTask.weights")
             return model
         return self.load_init(model, self.weights)
 
