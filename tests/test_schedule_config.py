@@ -112,6 +112,10 @@ def test_broken_files_name_the_file(tmp_path):
         load_config(RunConfig, bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(RunConfig, tmp_path / "missing.toml")
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"\x80\x81\xfe\xff")
+    with pytest.raises(ConfigError, match="weights.yaml.*cannot be read as UTF-8"):
+        load_config(RunConfig, binary)
 
 
 def test_cli_reports_the_field_and_exits_2(tmp_path, capsys):
