@@ -223,7 +223,8 @@ def plan_channels(
     patterns = list(target.ignore)
     if layout is not None:
         patterns += list(layout.channel_ignore) + list(layout.fixed_channels)
-    ignored_paths = {p for p, m in model.named_modules() if m in _ignored(model, patterns)}
+    ignored_modules = _ignored(model, patterns)
+    ignored_paths = {p for p, m in model.named_modules() if any(m is i for i in ignored_modules)}
     expected = _output_shapes(model, example_inputs)
     steps: list[ChannelStep] = []
     if target.prune == 0.0:

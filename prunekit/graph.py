@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from prunekit.errors import ConfigError, InputShapeError, UnknownNameError
+from prunekit.profile import split_inputs
 
 ExampleInputs = Any  # a tensor, a tuple of positional args, or a dict of keyword args
 
@@ -104,15 +105,6 @@ def _matches(path: str, globs: list[str]) -> bool:
     parts = path.split(".")
     prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
     return any(fnmatch.fnmatchcase(p, g) for p in prefixes for g in globs)
-
-
-def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple, dict]:
-    """Normalise example inputs to (args, kwargs)."""
-    if isinstance(example_inputs, dict):
-        return (), dict(example_inputs)
-    if isinstance(example_inputs, (tuple, list)):
-        return tuple(example_inputs), {}
-    return (example_inputs,), {}
 
 
 def input_shapes(example_inputs: ExampleInputs) -> dict[str, list[int]]:
