@@ -126,3 +126,11 @@ def test_cli_reports_the_field_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "stages[0].train.iterations" in err and "'ten'" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_without_a_gpu_is_a_config_error_even_under_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: the check must come before joining a group
+    cfg = config(tmp_path / "r", device="cuda", stages=[{"kind": "train", "iterations": 1, "batch": 2}])
+    with pytest.raises(ConfigError, match="device: 'cuda' was asked for"):
+        run(cfg)

@@ -87,8 +87,6 @@ def build_task(cfg: TaskConfig) -> Task:
 
 def _resolve_device(kind: str, d: dd.Dist) -> torch.device:
     if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device: 'cuda' was asked for but no CUDA device is available")
         return torch.device("cuda", d.local_rank)
     return torch.device("cpu")
 
@@ -111,6 +109,8 @@ class _Engine:
         self.cfg, self.task, self.run_dir = cfg, task, run_dir
         self.progress = progress and cfg.progress
         self.on_step = on_step
+        if cfg.device == "cuda" and not torch.cuda.is_available():  # before joining a process group
+            raise ConfigError("device: 'cuda' was asked for but no CUDA device is available")
         wants_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
         self.dist, self._owns_group = dd.init("cuda" if wants_cuda else "cpu")
         self.device = _resolve_device(cfg.device, self.dist)
