@@ -240,10 +240,13 @@ class _Recorder:
     """Forward hooks that capture each unit's first tensor input and its output."""
 
     def __init__(self, model: nn.Module, paths: list[str], on_call: Callable[[str, torch.Tensor, Any], None]) -> None:
-        self.handles = []
-        for path in paths:
-            module = model.get_submodule(path)
-            self.handles.append(module.register_forward_hook(self._hook(path, on_call), with_kwargs=True))
+        modules = dict(model.named_modules())
+        unknown = [p for p in paths if p not in modules]
+        if unknown:  # checked before any hook is added, so none is left behind on the model
+            raise ConfigError(f"units {unknown} are not submodules of {type(model).__name__}")
+        self.handles = [
+            modules[path].register_forward_hook(self._hook(path, on_call), with_kwargs=True) for path in paths
+        ]
 
     @staticmethod
     def _hook(path: str, on_call: Callable) -> Callable:

@@ -135,6 +135,14 @@ def test_data_requirements_are_explained():
         Calibration(inputs=[torch.zeros(1), torch.zeros(1)], targets=[torch.zeros(1)])
 
 
+@pytest.mark.parametrize("name, task_loss", [("block_influence", False), ("taylor", True)])
+def test_unknown_unit_path_is_a_config_error_and_leaves_no_hook(name, task_loss):
+    model = Net()
+    with pytest.raises(ConfigError, match=r"\['blocks\.9'\] are not submodules of Net"):
+        get_strategy(name).score(model, None, ["blocks.0", "blocks.9"], calibration(model if task_loss else None))
+    assert not any(m._forward_hooks for m in model.modules())
+
+
 def test_plain_list_of_inputs_is_calibration():
     batches = calibration().inputs
     model = Net()
