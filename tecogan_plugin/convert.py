@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    except Exception as exc:  # torch.load raises KeyError, UnpicklingError, ... on files it cannot parse
+        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc!r}") from exc
+    if not isinstance(obj, dict) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
         raise CheckpointError(f"{path} is not a bare state_dict (a dict of tensors); got {type(obj).__name__}")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}

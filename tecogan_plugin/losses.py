@@ -45,8 +45,13 @@ class VGGFeatureLoss(nn.Module):
         except MissingWeightsError as exc:
             raise MissingWeightsError(f"{exc} Or switch the loss off with task.options.feature_loss: false.") from None
         features = make_layers(cfgs["E"])  # torchvision's vgg19().features, without the 120M-param classifier
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        mine = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt or not a torch file: torch.load's error types vary
+            raise CheckpointError(f"{file}: cannot read as a weights-only torch checkpoint ({exc!r})") from exc
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{file} is not a torchvision VGG19 state_dict: got {type(state).__name__}")
+        mine = {k[len("features."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("features.")}
         try:
             features.load_state_dict(mine)
         except RuntimeError as exc:

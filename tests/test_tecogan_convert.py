@@ -59,6 +59,10 @@ def test_not_a_generator_or_unsafe_file(tmp_path):
         load_published_generator(pickled)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_published_generator(tmp_path / "missing.pth")
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")  # torch.load raises a bare KeyError on this
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_published_generator(text)
 
 
 def test_scale_must_agree_and_degradation_can_be_overridden(tmp_path):

@@ -16,7 +16,7 @@ import torch
 import torchvision
 
 from prunekit.cli import main
-from prunekit.errors import MissingWeightsError
+from prunekit.errors import CheckpointError, MissingWeightsError
 from tecogan_plugin.metrics import VideoMetrics
 from tecogan_plugin.metrics.lpips_metric import ALEXNET_FILE
 
@@ -98,6 +98,13 @@ def test_missing_backbone_reports_unavailable_and_others_still_run():
     with pytest.raises(MissingWeightsError, match=ALEXNET_FILE):
         VideoMetrics(require_lpips=True, tof_workers=0)
 
+
+
+def test_unreadable_backbone_file_is_a_checkpoint_error(tmp_path):
+    bad = tmp_path / ALEXNET_FILE
+    bad.write_text("not a checkpoint")  # torch.load raises a bare KeyError on this
+    with pytest.raises(CheckpointError, match=ALEXNET_FILE):
+        VideoMetrics(metrics=("lpips",), lpips_weights=bad, tof_workers=0, device="cpu")
 
 def _write_sequences(root, seqs: dict[str, np.ndarray]) -> None:
     for name, seq in seqs.items():

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from prunekit.errors import ConfigError, MissingWeightsError
+from prunekit.errors import CheckpointError, ConfigError, MissingWeightsError
 from prunekit.schedule import run
-from tecogan_plugin.losses import VGG19_FILE
+from tecogan_plugin.losses import VGG19_FILE, VGGFeatureLoss
 from tecogan_plugin.nets import FRNet
 from tecogan_plugin.train import TecoGANTask
 
@@ -91,6 +91,13 @@ def test_missing_vgg_weights_fail_clearly_and_can_be_switched_off(tmp_path, monk
     task = TecoGANTask(objective="gan", feature_loss=False, **TINY)
     assert task.vgg is None
 
+
+
+def test_unreadable_vgg_weights_are_a_checkpoint_error(tmp_path):
+    bad = tmp_path / "vgg19-dcbb9e9d.pth"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"vgg19-dcbb9e9d\.pth"):
+        VGGFeatureLoss(bad)
 
 @pytest.mark.parametrize("options,match", [
     ({"nbb": 3}, r"task\.options\.nbb: unknown key"),

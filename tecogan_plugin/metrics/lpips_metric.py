@@ -33,7 +33,10 @@ def find_alexnet(path: str | os.PathLike | None = None):
 
 
 def _load_trunk(model: lpips.LPIPS, file) -> None:
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or not a torch file: torch.load's error types vary
+        raise CheckpointError(f"{file}: cannot read as a weights-only torch checkpoint ({exc!r})") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     reference = torchvision.models.alexnet(weights=None)
