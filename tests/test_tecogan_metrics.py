@@ -11,7 +11,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from prunekit.errors import DataError
+from prunekit.errors import ConfigError, DataError
 from tecogan_plugin.metrics import VideoMetrics
 from tecogan_plugin.metrics.protocol import crop_8x8_box
 
@@ -185,6 +185,14 @@ def test_bad_input_is_refused_or_cropped_as_documented():
         with pytest.raises(DataError, match="already added"):
             vm.update("big", big, gt)
 
+
+
+def test_bad_device_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        VideoMetrics(metrics=("psnr",), device="gpu0", tof_workers=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            VideoMetrics(metrics=("psnr",), device="cuda", tof_workers=0)
 
 def test_five_frame_sequence_has_spatial_but_no_temporal_values():
     gt = sequence(5)

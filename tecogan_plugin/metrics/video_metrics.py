@@ -52,6 +52,19 @@ def _as_uint8(x, what: str, name: str) -> tuple[np.ndarray, torch.Tensor]:
     raise DataError(f"sequence {name!r}: {what} must be a numpy uint8 array or a float tensor, got {type(x).__name__}")
 
 
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> CUDA when available, else CPU; an unknown device or CUDA without CUDA is a ConfigError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device: unknown device {str(device)!r} (expected cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here")
+    return dev
+
 class VideoMetrics:
     """Official-protocol video metrics over many sequences.
 
@@ -81,7 +94,7 @@ class VideoMetrics:
         if tof_workers < 0 or cut_frames < 0 or max_crop < 0:
             raise ConfigError(f"tof_workers, cut_frames and max_crop must be >= 0, got {tof_workers}, {cut_frames}, {max_crop}")
         self.metrics = tuple(m for m in ALL_METRICS if m in metrics)
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = _resolve_device(device)
         self.cut_frames = cut_frames
         self.max_crop = max_crop
         self.tof_workers = tof_workers
