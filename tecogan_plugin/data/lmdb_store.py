@@ -32,7 +32,7 @@ def parse_key(key: str) -> tuple[str, int, int, int, int]:
         seq, dims, idx = key.rsplit("_", 2)
         t, h, w = (int(v) for v in dims.split("x"))
         return seq, t, h, w, int(idx)
-    except ValueError:
+    except (ValueError, AttributeError):  # AttributeError: a non-string key in meta_info.json
         raise DataError(f"LMDB key {key!r} is not in the '{{seq}}_{{T}}x{{H}}x{{W}}_{{i:04d}}' format") from None
 
 

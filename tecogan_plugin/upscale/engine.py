@@ -41,7 +41,7 @@ def _dense_config(directory: Path, removed: list[str], width_given: bool | None)
     if build_file.is_file():
         try:
             return dict(json.loads(build_file.read_text())["build_kwargs"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # ValueError: JSON errors, or build_kwargs not a mapping
             raise CheckpointError(f"invalid {build_file}: {exc}") from exc
     if width_given is False:
         raise CheckpointError(
