@@ -38,7 +38,8 @@ class Task(Protocol):
     """The required part of a task. Optional members, used when present:
 
     - `layout` (attribute): a prunekit Layout restricting which units may be pruned;
-    - `setup(ctx: StepContext, stage: str)`: called before each training phase (e.g. build a discriminator);
+    - `setup(ctx: StepContext)`: called once when the run starts or resumes, before any checkpoint is loaded
+      (e.g. build a discriminator);
     - `state_dict() -> dict` / `load_state_dict(dict)`: extra state (task-owned modules, optimisers) that a
       checkpoint must hold; values must be tensors, numbers, strings, lists or dicts (loaded weights_only);
     - `load_init(model, path) -> nn.Module`: load a task-specific initial checkpoint file (e.g. a published one);
