@@ -128,7 +128,8 @@ def crop_montage(crops: Sequence[tuple[str, np.ndarray]], path: Path) -> None:
 
 
 def write_results(rows: Sequence[dict], meta: dict, out_dir: Path) -> None:
-    """results.json (rows + meta), results.csv (one line per row and dataset), report.md, pareto plots."""
+    """results.json (rows + meta), results.csv (one line per row and dataset) and one Pareto plot per
+    dataset; report.md is written by `run_bench` (grid.report_markdown)."""
     out_dir = Path(out_dir)
     atomic_write(out_dir / "results.json", json.dumps({"meta": meta, "rows": list(rows)}, indent=2).encode())
     flat = flat_rows(rows)
