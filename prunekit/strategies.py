@@ -88,6 +88,15 @@ def _paths(units: Iterable[Unit | str]) -> list[str]:
     return [u if isinstance(u, str) else u.path for u in units]
 
 
+def _modules_at(model: nn.Module, paths: list[str]) -> dict[str, nn.Module]:
+    """The submodules at `paths`; ConfigError naming every path the model lacks."""
+    modules = dict(model.named_modules())
+    unknown = [p for p in paths if p not in modules]
+    if unknown:
+        raise ConfigError(f"units {unknown} are not submodules of {type(model).__name__}")
+    return {p: modules[p] for p in paths}
+
+
 def _tensors(obj: Any) -> list[torch.Tensor]:
     """Every tensor in a model output (tensor, nested tuple/list/dict)."""
     if isinstance(obj, torch.Tensor):
@@ -224,8 +233,8 @@ class Magnitude(Strategy):
 
     def score(self, model: nn.Module, graph: Graph | None, units: Sequence[Unit | str], data: Any = None) -> Scores:
         scores: Scores = {}
-        for path in _paths(units):
-            params = [p.detach().double() for p in model.get_submodule(path).parameters()]
+        for path, module in _modules_at(model, _paths(units)).items():
+            params = [p.detach().double() for p in module.parameters()]
             count = sum(p.numel() for p in params)
             if self.norm == "l1":
                 total = sum(float(p.abs().sum()) for p in params)
@@ -240,10 +249,7 @@ class _Recorder:
     """Forward hooks that capture each unit's first tensor input and its output."""
 
     def __init__(self, model: nn.Module, paths: list[str], on_call: Callable[[str, torch.Tensor, Any], None]) -> None:
-        modules = dict(model.named_modules())
-        unknown = [p for p in paths if p not in modules]
-        if unknown:  # checked before any hook is added, so none is left behind on the model
-            raise ConfigError(f"units {unknown} are not submodules of {type(model).__name__}")
+        modules = _modules_at(model, paths)  # all resolved first, so a bad path leaves no hook behind
         self.handles = [
             modules[path].register_forward_hook(self._hook(path, on_call), with_kwargs=True) for path in paths
         ]

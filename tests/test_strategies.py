@@ -135,7 +135,7 @@ def test_data_requirements_are_explained():
         Calibration(inputs=[torch.zeros(1), torch.zeros(1)], targets=[torch.zeros(1)])
 
 
-@pytest.mark.parametrize("name, task_loss", [("block_influence", False), ("taylor", True)])
+@pytest.mark.parametrize("name, task_loss", [("block_influence", False), ("taylor", True), ("magnitude", False)])
 def test_unknown_unit_path_is_a_config_error_and_leaves_no_hook(name, task_loss):
     model = Net()
     with pytest.raises(ConfigError, match=r"\['blocks\.9'\] are not submodules of Net"):
