@@ -255,3 +255,14 @@ def test_dataset_factories_share_one_signature(marked, tmp_path):
     folder = DATASETS.get("folder")
     assert len(folder(tmp_path / "REDS" / "Raw")) == 2
     assert len(folder(tmp_path / "REDS" / "Raw", split="train", sequences=["000"], gt_crop=64)) == T_SRC
+
+
+def test_builtin_train_honours_sequences_and_folder_checks_split(builtin, marked):
+    from prunekit.registry import DATASETS
+
+    full = DATASETS.get("builtin")(root=builtin, split="train", tempo_extent=4)
+    one = DATASETS.get("builtin")(root=builtin, split="train", tempo_extent=4, sequences=["00_chelsea"])
+    assert {s for s, _ in one.index} == {"00_chelsea"} and len(one) < len(full)
+    root, _ = marked
+    with pytest.raises(DataError, match="split must be"):
+        DATASETS.get("folder")(root, split="val")

@@ -56,7 +56,7 @@ def builtin(root=None, split="test", degradation="BD", scale=4, sequences=None, 
         raise DataError(f"the built-in set is x4 only, got scale={scale}")
     base = ensure_builtin(root)
     if split == "train":
-        return _train(base / "train", degradation, scale, **kwargs)
+        return _train(base / "train", degradation, scale, sequences=sequences, **kwargs)
     if split != "test":
         raise DataError(f"dataset 'builtin': split must be 'train' or 'test', got {split!r}")
     return open_test_set(base / "test", degradation, scale, sequences, **kwargs)
@@ -85,6 +85,8 @@ def folder(root=None, split="test", degradation="BD", scale=4, sequences=None, *
     base = _need_root("folder", root)
     if split == "train":
         return _train(base, degradation, scale, sequences=sequences, **kwargs)
+    if split != "test":
+        raise DataError(f"dataset 'folder': split must be 'train' or 'test', got {split!r}")
     if (base / "GT").is_dir():
         return open_test_set(base, degradation, scale, sequences, **kwargs)
     if degradation.upper() != "BD":
