@@ -142,7 +142,7 @@ def _card(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return card.astype(np.float32)
 
 
-def _objects(rng: np.random.Generator, photo: np.ndarray, frames: int, out: tuple[int, int]) -> list[dict]:
+def _objects(rng: np.random.Generator, photo: np.ndarray, out: tuple[int, int]) -> list[dict]:
     """2-3 cut-outs, each with its own texture, mask, velocity and spin."""
     oh, ow = out
     objs = []
@@ -196,7 +196,7 @@ def _render(part: Part, index: int, photo_name: str, seed: int) -> tuple[np.ndar
     src = np.ascontiguousarray(photo[:, :, ::-1]).astype(np.float32)  # cv2 works in BGR
     kind = CAMERA_KINDS[index % len(CAMERA_KINDS)]
     mats = _camera(kind, rng, part.frames, photo.shape[:2], out)
-    objs = _objects(rng, photo, part.frames, out)
+    objs = _objects(rng, photo, out)
     frames = np.empty((part.frames, *out, 3), np.uint8)
     for t, m in enumerate(mats):
         f = cv2.warpAffine(src, m, (part.width, part.height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
