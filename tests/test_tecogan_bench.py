@@ -84,6 +84,13 @@ def test_cli_rejects_bad_options(capsys):
     assert "--data-root" in capsys.readouterr().err
 
 
+def test_unknown_strategy_fails_before_any_training(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["bench", "tecogan", "--series", "nosuch:plain", "--out", str(out), "--no-progress"]) == 2
+    assert "unknown strategy 'nosuch'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path):
     """A `:w0.5` series on top of keep 1 block. The dense model and the depth-only nb1 row are the
     first run's (copied: they do not depend on the series list), so only the width model is computed."""

@@ -20,7 +20,7 @@ from prunekit import profile
 from prunekit.checkpoint import load
 from prunekit.errors import ConfigError
 from prunekit.fileio import atomic_write
-from prunekit.registry import DATASETS
+from prunekit.registry import DATASETS, STRATEGIES
 from prunekit.schedule import run as run_schedule
 from tecogan_plugin.bench.presets import BenchPreset, Series
 from tecogan_plugin.bench.report import crop_montage, markdown_tables, series_label, write_results
@@ -227,6 +227,8 @@ class Bench:
         return row
 
     def run(self) -> list[dict[str, Any]]:
+        for series in self.preset.series:  # an unknown strategy fails now, not after the dense training
+            STRATEGIES.get(series.strategy)
         self.check_settings()
         if self.preset.threads is not None:  # CPU float results depend on the thread count
             torch.set_num_threads(self.preset.threads)
