@@ -71,7 +71,11 @@ def test_other_settings_in_same_folder_are_refused(first_run):
         run_bench(TINY.model_copy(update={"seed": 1}), out, progress=False)
 
 
-def test_cli_rejects_bad_options(capsys):
+def test_cli_rejects_bad_options(capsys, tmp_path):
+    not_a_folder = tmp_path / "out.txt"
+    not_a_folder.write_text("keep me")
+    assert main(["bench", "tecogan", "--out", str(not_a_folder), "--fresh"]) == 2
+    assert "is a file" in capsys.readouterr().err and not_a_folder.read_text() == "keep me"
     assert main(["bench", "tecogan", "--blocks", "12"]) == 2
     assert "--blocks" in capsys.readouterr().err
     assert main(["bench", "tecogan", "--series", "positional:sometimes"]) == 2

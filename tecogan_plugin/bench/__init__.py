@@ -49,6 +49,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise ConfigError(f"--checkpoint: {args.checkpoint} is not a file")
     out = Path(args.out or f"runs/bench-tecogan-{preset.name}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file; the benchmark writes a folder")
     if args.fresh and out.exists():
         shutil.rmtree(out)
     run_bench(preset, out, data_root=args.data_root, checkpoint=args.checkpoint,
