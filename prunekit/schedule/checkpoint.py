@@ -62,6 +62,15 @@ def write_model(model: nn.Module, plan: Any, folder: Path) -> None:
     save(model, plan if plan is not None else Plan.identity(model), folder)
 
 
+def replace_model(model: nn.Module, plan: Any, folder: Path) -> None:
+    """`write_model` into a sibling temp folder, then swap it in: `folder` is never half-written."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_model(model, plan, tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
 def read_model(folder: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module, Any]:
     """(model, plan or None for a dense model) from a folder written by `write_model` / prunekit.save."""
     from prunekit.checkpoint import load, read_plan

@@ -269,8 +269,7 @@ class _Engine:
                 "rng": rngs,
                 "teacher": "teacher" if self.teacher is not None else None,
             }
-            plan = self.plan if self.plan is not None else _identity_plan(self.model)
-            ckpt.save_checkpoint(self.ckpt_dir, c.name(), self.model, plan, state, self.cfg.keep_last)
+            ckpt.save_checkpoint(self.ckpt_dir, c.name(), self.model, self.plan, state, self.cfg.keep_last)
         dd.barrier(self.dist)
 
     # ------------------------------------------------------------ evaluation
@@ -386,14 +385,7 @@ class _Engine:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self.teacher_plan = self.plan
             if self.dist.is_main:
-                plan = self.plan if self.plan is not None else _identity_plan(self.model)
-                tmp = self.run_dir / ".teacher.tmp"
-                ckpt.write_model(self.teacher, plan, tmp)
-                if (self.run_dir / "teacher").exists():
-                    import shutil
-
-                    shutil.rmtree(self.run_dir / "teacher")
-                os.replace(tmp, self.run_dir / "teacher")
+                ckpt.replace_model(self.teacher, self.plan, self.run_dir / "teacher")
         targets = stage.targets()
         step_plan_json = None
         done = True
@@ -494,14 +486,7 @@ class _Engine:
         if self.last_eval_step != self.cursor.global_step or not self.last_eval:
             self.evaluate("final", "final", 0)
         if self.dist.is_main:
-            plan = self.plan if self.plan is not None else _identity_plan(self.model)
-            tmp = self.run_dir / ".final.tmp"
-            ckpt.write_model(self.model, plan, tmp)
-            if (self.run_dir / "final").exists():
-                import shutil
-
-                shutil.rmtree(self.run_dir / "final")
-            os.replace(tmp, self.run_dir / "final")
+            ckpt.replace_model(self.model, self.plan, self.run_dir / "final")
             atomic_write(self.run_dir / "result.json", json.dumps(
                 {"metrics": self.last_eval, "global_step": self.cursor.global_step,
                  "params": self.plan.stats.params_after if self.plan is not None else None}, indent=2))
@@ -519,10 +504,6 @@ class _Engine:
             import torch.distributed as tdist
 
             tdist.destroy_process_group()
-
-
-def _identity_plan(model: nn.Module) -> Any:
-    return Plan.identity(model)
 
 
 def _relative_target(target: Any, model: nn.Module, reference: nn.Module, plan: Any, example: Any) -> Any:
