@@ -77,6 +77,7 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 def baseline(root: Path, names: list[str], model: lpips.LPIPS) -> dict[str, dict[str, list]]:
     """One frame at a time, each metric in turn, as the official loop does."""
+    device = next(model.parameters()).device
     out = {}
     for name in names:
         gts, preds = list_frames(root / "gt" / name), list_frames(root / "pred" / name)
@@ -96,7 +97,7 @@ def baseline(root: Path, names: list[str], model: lpips.LPIPS) -> dict[str, dict
             vals["psnr"].append(20 * math.log10(255 / math.sqrt(np.mean((yg - yp) ** 2))))
             yg2, yp2 = yg.reshape(gc.shape[:2]), yp.reshape(pc.shape[:2])
             vals["ssim"].append(structural_similarity(yg2, yp2, data_range=yp2.max() - yp2.min()))
-            tg, tp = lpips.im2tensor(gc), lpips.im2tensor(pc)
+            tg, tp = lpips.im2tensor(gc).to(device), lpips.im2tensor(pc).to(device)
             with torch.no_grad():
                 vals["lpips"].append(model(tg, tp).item())
                 if prev is not None:

@@ -110,7 +110,8 @@ HEADER = ("| device | LR | nb | GMACs | FLOPs ratio | plain fps | fast fps | fas
 def format_row(r: dict[str, Any]) -> str:
     return (f"| {r['device']} | {r['lr_size']} | {r['nb']} | {r['gmacs']:.2f} | {r['flops_ratio']:.3f} "
             f"| {1 / r['plain_s']:.2f} | {1 / r['fast_s']:.2f} | {1 / r['fast_subpixel_s']:.2f} "
-            f"| {r['plain_ratio']:.3f} | {r['fast_ratio']:.3f} | {r['plain_s'] / r['fast_s']:.2f}x |")
+            f"| {r['plain_ratio']:.3f} | {r['fast_ratio']:.3f} | {r['plain_s'] / r['fast_s']:.2f}x |"
+            + (f" fp16 {1 / r['fast_fp16_s']:.2f} fps, ratio {r['fast_fp16_ratio']:.3f} |" if "fast_fp16_s" in r else ""))
 
 
 def main() -> None:

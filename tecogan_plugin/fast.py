@@ -46,7 +46,7 @@ class SubPixelConvTranspose2d(nn.Module):
                 for dy, ky in rows:
                     for dx, kx in cols:
                         kernel[:, a, b, :, dy, dx] = w[:, :, ky, kx].t()
-        self.conv = nn.Conv2d(cin, 4 * cout, 2, bias=convt.bias is not None)
+        self.conv = nn.Conv2d(cin, 4 * cout, 2, bias=convt.bias is not None, device=w.device, dtype=w.dtype)
         self.conv.weight.data.copy_(kernel.reshape(4 * cout, cin, 2, 2))
         if convt.bias is not None:
             self.conv.bias.data.copy_(convt.bias.detach().repeat_interleave(4))

@@ -89,6 +89,7 @@ def config(out: Path, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "task": {"name": TOY, "options": {"n_blocks": 4}},
         "seed": 3,
+        "device": "cpu",  # the toy task keeps its data on the CPU; resume is bit-identical there
         "out_dir": str(out),
         "ckpt_every": 3,
         "keep_last": 2,

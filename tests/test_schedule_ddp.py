@@ -23,7 +23,7 @@ STAGES = [
 
 def _config(out: Path, batch: int) -> dict:
     stages = [dict(s, batch=batch) if "batch" in s else s for s in STAGES]
-    return {"task": {"name": "test_schedule:ToyTask", "options": {"n_blocks": 3}}, "seed": 1,
+    return {"task": {"name": "test_schedule:ToyTask", "options": {"n_blocks": 3}}, "seed": 1, "device": "cpu",
             "out_dir": str(out), "progress": False, "ckpt_every": 2, "stages": stages}
 
 

@@ -18,6 +18,16 @@ def test_subpixel_conv_equals_conv_transpose(cin, cout, h, w):
         torch.testing.assert_close(SubPixelConvTranspose2d(convt)(x), convt(x), atol=1e-5, rtol=0)
 
 
+def test_subpixel_conv_keeps_device_and_dtype():
+    """The rewritten conv lives where the ConvT did (a CPU conv inside a CUDA model would fail at run time)."""
+    convt = nn.ConvTranspose2d(4, 4, 3, 2, 1, output_padding=1).double()
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    sub = SubPixelConvTranspose2d(convt)
+    assert sub.conv.weight.dtype == torch.float64
+    with torch.no_grad():
+        torch.testing.assert_close(sub(x), convt(x), atol=1e-12, rtol=0)
+
+
 def test_subpixel_rejects_other_transposed_convs():
     with pytest.raises(ConfigError, match="sub-pixel"):
         SubPixelConvTranspose2d(nn.ConvTranspose2d(4, 4, 4, 2, 1))
