@@ -5,10 +5,13 @@
   Derivation (1-D, y = ConvT(x), taps w[0..2]): y[2m] = w[1] x[m] and y[2m+1] = w[2] x[m] + w[0] x[m+1];
   so output phase 0 uses tap w[1] at offset 0, phase 1 uses w[2] at offset 0 and w[0] at offset +1.
   It removes the transposed conv's scatter but multiplies 16 taps where 9 are non-zero (16/9 the MACs).
-  On the 2-core CPU it measured slower than oneDNN's channels_last ConvTranspose2d, so by default
-  (`subpixel=None`) it is used on CUDA only (not measured here: no GPU); see docs/results/inference_speed.md.
+  It measured slower than the channels_last ConvTranspose2d both on the 2-core CPU (oneDNN) and on an
+  H200 (cuDNN), so it is off by default; see docs/results/inference_speed.md.
 - ReLU/LeakyReLU in place (no fresh 64-channel HR-sized buffers to allocate and page in), channels_last
   weights/activations, `torch.inference_mode`, optional `torch.compile`.
+- On CUDA, each step is captured once per input shape as a CUDA graph and replayed: a frame is one
+  launch instead of ~100 kernel launches from Python, which otherwise bound small frames on a fast GPU.
+  The replay runs the same kernels on the same inputs, so outputs are unchanged.
 - `half=True` (CUDA only): SRNet runs in fp16; FNet, the flow upsampling and the warp stay in fp32 so
   that sampling positions are not quantised. This is not exact: `half_precision_error` measures it.
 """
@@ -93,21 +96,59 @@ def inplace_activations(model: nn.Module) -> None:
             m.inplace = True
 
 
+class CudaGraphStep:
+    """Runs `step(*tensors)` by replaying a CUDA graph captured for each new set of input shapes.
+
+    Inputs are copied into the graph's static buffers and the output is cloned out, so callers may
+    keep or feed back results freely. Each captured shape keeps its own memory pool on the device."""
+
+    def __init__(self, step: Callable[..., torch.Tensor], warmup: int = 2) -> None:
+        self.step = step
+        self.warmup = warmup
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        key = tuple((a.shape, a.dtype, a.stride(), a.device) for a in args)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(args)
+        graph, inputs, output = self.graphs[key]
+        for static, new in zip(inputs, args):
+            static.copy_(new)
+        graph.replay()
+        return output.clone()
+
+    def _capture(self, args: tuple[torch.Tensor, ...]):
+        inputs = [a.clone() for a in args]
+        side = torch.cuda.Stream(args[0].device)
+        side.wait_stream(torch.cuda.current_stream(args[0].device))
+        with torch.cuda.stream(side):  # cuDNN picks its algorithms and the allocator settles outside the capture
+            for _ in range(self.warmup):
+                self.step(*inputs)
+        torch.cuda.current_stream(args[0].device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = self.step(*inputs)
+        return graph, inputs, output
+
+
 class FastFRNet(nn.Module):
     """Inference-only wrapper: same call signature and `scale` as FRNet, plus streaming helpers."""
 
-    def __init__(self, model: nn.Module, *, channels_last: bool, compile: bool) -> None:
+    def __init__(self, model: nn.Module, *, channels_last: bool, compile: bool, cuda_graph: bool) -> None:
         super().__init__()
         self.model = model
         self.scale: int = model.scale
         self.channels_last = channels_last
         self._run: Callable[..., torch.Tensor] = torch.compile(model) if compile else model
+        self._graphed = CudaGraphStep(self._run) if cuda_graph else None
 
     def forward(self, *args: Any) -> torch.Tensor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         args = tuple(a.contiguous(memory_format=fmt) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
                      for a in args)
         with torch.inference_mode():
+            if self._graphed is not None and args[0].is_cuda:
+                return self._graphed(*args)
             return self._run(*args)
 
     def infer_sequence(self, lr_frames: Iterable[Any], pad_mode: str = "reflect",
@@ -118,17 +159,21 @@ class FastFRNet(nn.Module):
 
 def make_fast(
     model: nn.Module, *, channels_last: bool = True, compile: bool = False, half: bool = False,
-    subpixel: bool | None = None,
+    subpixel: bool = False, cuda_graph: bool | None = None,
 ) -> FastFRNet:
     """An inference copy of `model` (FRNet, dense or pruned) with the exact rewrites; `model` is untouched.
 
-    `subpixel=None` rewrites the ConvTranspose2d layers only when the model is on CUDA.
+    `cuda_graph=None` replays CUDA graphs when the model is on CUDA and not compiled.
     fp32 results equal the plain model's within float rounding (tested <= 1e-4).
     """
     fast = copy.deepcopy(model).eval().requires_grad_(False)
     params = list(fast.parameters())
     on_cuda = bool(params) and params[0].device.type == "cuda"
-    if on_cuda if subpixel is None else subpixel:
+    if cuda_graph is None:
+        cuda_graph = on_cuda and not compile
+    if cuda_graph and not on_cuda:
+        raise ConfigError("cuda_graph=True needs the model on a CUDA device")
+    if subpixel:
         rewrite_conv_transpose(fast)
     inplace_activations(fast)
     if half:
@@ -143,7 +188,7 @@ def make_fast(
         fast.srnet.register_forward_hook(_output_to_float)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-    return FastFRNet(fast, channels_last=channels_last, compile=compile)
+    return FastFRNet(fast, channels_last=channels_last, compile=compile, cuda_graph=cuda_graph)
 
 
 def half_precision_error(model: FRNet, lr_frames: torch.Tensor) -> dict[str, float]:
