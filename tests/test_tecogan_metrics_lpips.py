@@ -157,3 +157,49 @@ def test_cuda_lpips_matches_cpu(stand_in):
             out[device] = vm.update("a", pred, gt).values
     np.testing.assert_allclose(out["cuda"]["lpips"], out["cpu"]["lpips"], rtol=1e-4, atol=1e-6)  # no TF32
     np.testing.assert_allclose(out["cuda"]["tlp"], out["cpu"]["tlp"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_cached_target_gives_identical_values_and_is_reused_only_for_the_same_target(stand_in, workers, monkeypatch):
+    """Scoring several outputs against one target reuses its flows and features without changing a
+    value; a different target under the same name is recomputed, not served from the cache."""
+    gt, other_gt = frames(9, 0), frames(9, 5)
+    outputs = [frames(9, seed) for seed in (1, 2)]
+    opts = dict(lpips_weights=stand_in, device="cpu", tof_workers=workers, chunk_frames=2)
+    with VideoMetrics(**opts) as fresh:
+        expected = [fresh.update(f"m{i}", pred, gt).values for i, pred in enumerate(outputs)]
+        expected_other = fresh.update("other", outputs[0], other_gt).values
+
+    import tecogan_plugin.metrics.frame_jobs as jobs
+    import tecogan_plugin.metrics.tof as tof_module
+    calls = []
+    counting = lambda prev, cur, real=tof_module.cropped_flow: calls.append(1) or real(prev, cur)
+    monkeypatch.setattr(jobs, "cropped_flow", counting)  # counted only in-process (workers=0)
+    with VideoMetrics(cache_targets=True, **opts) as vm:
+        for pred, exp in zip(outputs, expected):
+            vm.reset()
+            got = vm.update("a", pred, gt).values
+            for m in exp:
+                np.testing.assert_array_equal(got[m], exp[m], err_msg=m)
+        assert vm.cached_target_bytes() > 0
+        got_other = vm.update("a2", outputs[0], other_gt).values  # new name: new entry
+        vm.reset()
+        got_swapped = vm.update("a", outputs[0], other_gt).values  # same name, new content: recomputed
+    for m in expected_other:
+        np.testing.assert_array_equal(got_other[m], expected_other[m], err_msg=m)
+        np.testing.assert_array_equal(got_swapped[m], expected_other[m], err_msg=m)
+    if workers == 0:  # 4 tOF frames: 8 flows for the first output, 4 for the second, 8 + 8 for the new targets
+        assert len(calls) == 8 + 4 + 8 + 8
+
+
+@pytest.mark.cuda
+def test_cached_target_on_cuda_gives_identical_values(stand_in):
+    gt, outputs = frames(9, 0), [frames(9, 1), frames(9, 2)]
+    with VideoMetrics(lpips_weights=stand_in, device="cuda", tof_workers=0) as fresh:
+        expected = [fresh.update(f"m{i}", pred, gt).values for i, pred in enumerate(outputs)]
+    with VideoMetrics(lpips_weights=stand_in, device="cuda", tof_workers=0, cache_targets=True) as vm:
+        for pred, exp in zip(outputs, expected):
+            vm.reset()
+            got = vm.update("a", pred, gt).values
+            for m in exp:
+                np.testing.assert_allclose(got[m], exp[m], rtol=1e-6, atol=1e-7, err_msg=m)

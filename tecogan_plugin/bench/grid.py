@@ -47,6 +47,7 @@ class Bench:
         self.task_options = self._task_options()
         self.unavailable: dict[str, str] = {}
         self._described: dict[tuple[int, int], dict[str, Any]] = {}
+        self._metrics: dict[str, VideoMetrics] = {}  # per test set, kept across models: targets cached
 
     # ------------------------------------------------------------ settings
     def _root(self, folder: str | None) -> str | None:
@@ -157,20 +158,20 @@ class Bench:
         model = model.to(self.device).eval()
         results: dict[str, dict[str, float | None]] = {}
         for label, sequences, max_frames in self.test_sets():
-            metrics = VideoMetrics(metrics=tuple(self.preset.metrics), lpips_weights=self.lpips_weights,
-                                   device=self.device)
-            try:
-                for i, seq in enumerate(sequences):
-                    lr, gt = seq.lr_tensor(), seq.gt
-                    if max_frames is not None:
-                        lr, gt = lr[:max_frames], gt[:max_frames]
-                    pred = np.stack(list(model.infer_sequence(list(lr))))
-                    metrics.update(seq.name, pred, gt)
-                    if i == 0 and label == self.test_sets()[0][0]:
-                        self._save_crop(key, pred[len(pred) // 2], gt[len(gt) // 2], lr[len(lr) // 2])
-                report = metrics.compute()
-            finally:
-                metrics.close()
+            if label not in self._metrics:
+                self._metrics[label] = VideoMetrics(metrics=tuple(self.preset.metrics), device=self.device,
+                                                    lpips_weights=self.lpips_weights, cache_targets=True)
+            metrics = self._metrics[label]
+            metrics.reset()
+            for i, seq in enumerate(sequences):
+                lr, gt = seq.lr_tensor(), seq.gt
+                if max_frames is not None:
+                    lr, gt = lr[:max_frames], gt[:max_frames]
+                pred = np.stack(list(model.infer_sequence(list(lr))))
+                metrics.update(seq.name, pred, gt)
+                if i == 0 and label == self.test_sets()[0][0]:
+                    self._save_crop(key, pred[len(pred) // 2], gt[len(gt) // 2], lr[len(lr) // 2])
+            report = metrics.compute()
             results[label] = {m: report.frame_avg(m) if m in report.available else None for m in self.preset.metrics}
             self.unavailable.update(report.unavailable)
         return results
@@ -232,6 +233,13 @@ class Bench:
         self.check_settings()
         if self.preset.threads is not None:  # CPU float results depend on the thread count
             torch.set_num_threads(self.preset.threads)
+        try:
+            return self._run_grid()
+        finally:
+            for metrics in self._metrics.values():
+                metrics.close()
+
+    def _run_grid(self) -> list[dict[str, Any]]:
         grid = [(s, b) for s in self.preset.series for b in self.preset.blocks]
         _say(f"preset {self.preset.name}: dense + {len(grid)} pruned models on {self.device}; output in {self.out_dir}")
         dense_model, dense_wall = self.dense()

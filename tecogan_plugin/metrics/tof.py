@@ -25,7 +25,12 @@ def flow(prev_grey: np.ndarray, cur_grey: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(prev_grey, cur_grey, None, **FARNEBACK)
 
 
-def tof_frame(prev_gt: np.ndarray, gt: np.ndarray, prev_pred: np.ndarray, pred: np.ndarray) -> np.float32:
-    """tOF of one frame from grey frames (previous and current, target and output)."""
-    d = crop_8x8(flow(prev_gt, gt)) - crop_8x8(flow(prev_pred, pred))
+def cropped_flow(prev_grey: np.ndarray, cur_grey: np.ndarray) -> np.ndarray:
+    """The border-cropped flow prev -> cur: the per-frame quantity tOF compares (and that a target cache keeps)."""
+    return crop_8x8(flow(prev_grey, cur_grey))
+
+
+def tof_from_flows(flow_gt: np.ndarray, flow_pred: np.ndarray) -> np.float32:
+    """tOF of one frame from the cropped flows of target and output."""
+    d = flow_gt - flow_pred
     return np.sqrt(np.sum(d * d, axis=-1)).mean()

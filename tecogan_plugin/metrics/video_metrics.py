@@ -27,6 +27,7 @@ from tecogan_plugin.metrics.protocol import (
     crop_8x8_nchw,
 )
 from tecogan_plugin.metrics.report import METRIC_NAMES, TEMPORAL, MetricsReport, SequenceScores
+from tecogan_plugin.metrics.target_cache import TargetCache, fingerprint
 
 ALL_METRICS = ("psnr", "ssim", "lpips", "tof", "tlp")
 
@@ -75,6 +76,10 @@ class VideoMetrics:
     LPIPS and tLP need torchvision's ImageNet AlexNet file (`lpips_weights` = file or folder, else
     the torch hub cache). Without it they are reported as unavailable (reason in the report) and the
     other metrics still run, unless `require_lpips` makes that a MissingWeightsError.
+
+    `cache_targets=True` keeps each target sequence's flows and LPIPS features (kept on `device`; about
+    16 MB per 720x576 frame) across `reset()`, so scoring further outputs against the same target
+    (recognised by content, per sequence name) skips that half of the work with unchanged values.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class VideoMetrics:
         cut_frames: int = CUT_FRAMES,
         max_crop: int = 16,
         chunk_frames: int | None = None,
+        cache_targets: bool = False,
     ) -> None:
         unknown = [m for m in metrics if m not in ALL_METRICS]
         if unknown or not metrics:
@@ -100,6 +106,8 @@ class VideoMetrics:
         self.tof_workers = tof_workers
         self.chunk_frames = chunk_frames or (16 if self.device.type == "cuda" else 4)
         self.unavailable: dict[str, str] = {}
+        self.cache_targets = cache_targets
+        self._targets: dict[str, TargetCache] = {}
         self._lpips: LpipsScorer | None = None
         wants_lpips = [m for m in ("lpips", "tlp") if m in self.metrics]
         if wants_lpips:
@@ -140,14 +148,20 @@ class VideoMetrics:
 
         on_device = self.device.type == "cuda"
         cpu_metrics = tuple(m for m in ("psnr", "ssim", "tof") if m in self.metrics and not (on_device and m != "tof"))
-        futures = self._submit(cpu_metrics, gt_np, pred_np)
+        target = self._target(name, gt_np)
+        futures = self._submit(cpu_metrics, gt_np, pred_np, target)
         values: dict[str, list] = {m: [] for m in self.metrics if m not in self.unavailable}
-        device_values = self._device_metrics(gt_t, pred_t, on_device)
+        device_values = self._device_metrics(gt_t, pred_t, on_device, target)
         for m, v in device_values.items():
             values[m] = v
         for fut in futures:
-            for m, v in fut.result().items():
+            chunk_values, gt_flows = fut.result()
+            for m, v in chunk_values.items():
                 values[m].extend(v)
+            if target is not None and not target.complete and gt_flows is not None:
+                target.flows.extend(gt_flows)
+        if target is not None:
+            target.complete = True
 
         frames = list(idx)
         scores = SequenceScores(
@@ -171,8 +185,12 @@ class VideoMetrics:
         return MetricsReport(self.metrics, list(self._sequences), dict(self.unavailable), notes)
 
     def reset(self) -> None:
-        """Forget all sequences (the LPIPS model and the worker pool are kept)."""
+        """Forget all sequences (the LPIPS model, the worker pool and cached targets are kept)."""
         self._sequences = []
+
+    def cached_target_bytes(self) -> int:
+        """Memory held by cached target work (`cache_targets=True`)."""
+        return sum(t.nbytes() for t in self._targets.values())
 
     def close(self) -> None:
         """Stop the worker processes."""
@@ -193,10 +211,22 @@ class VideoMetrics:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _submit(self, cpu_metrics: tuple[str, ...], gt: np.ndarray, pred: np.ndarray) -> list[Future]:
+    def _target(self, name: str, gt: np.ndarray) -> TargetCache | None:
+        """The cache entry for this target (a fresh one to fill if its content is new); None without caching."""
+        if not self.cache_targets:
+            return None
+        key = fingerprint(gt)
+        cached = self._targets.get(name)
+        if cached is None or cached.fingerprint != key or not cached.complete:
+            cached = self._targets[name] = TargetCache(key)
+        return cached
+
+    def _submit(self, cpu_metrics: tuple[str, ...], gt: np.ndarray, pred: np.ndarray,
+                target: TargetCache | None) -> list[Future]:
         """Send chunks of frames to the pool; chunk k > 0 carries the frame before it for tOF."""
         if not cpu_metrics:
             return []
+        reuse = target is not None and target.complete and "tof" in cpu_metrics
         if self._pool is None:
             self._pool = make_pool(self.tof_workers) if self.tof_workers > 0 else InlineExecutor()
         n = len(gt)
@@ -206,19 +236,24 @@ class VideoMetrics:
         for start in range(0, n, size):
             lo = max(0, start - 1)
             stop = min(n, start + size)
-            futures.append(self._pool.submit(chunk_metrics, gt[lo:stop], pred[lo:stop], cpu_metrics, start > 0))
+            flows = target.flows[lo : stop - 1] if reuse else None
+            futures.append(self._pool.submit(chunk_metrics, gt[lo:stop], pred[lo:stop], cpu_metrics, start > 0,
+                                             gt_flows=flows, keep_gt_flows=target is not None and not reuse))
         return futures
 
-    def _device_metrics(self, gt: torch.Tensor, pred: torch.Tensor, on_device: bool) -> dict[str, list]:
-        """LPIPS and tLP (and PSNR/SSIM on CUDA), batched in chunks of frames on the device."""
+    def _device_metrics(self, gt: torch.Tensor, pred: torch.Tensor, on_device: bool,
+                        target: TargetCache | None) -> dict[str, list]:
+        """LPIPS and tLP (and PSNR/SSIM on CUDA), batched in chunks of frames on the device; the
+        target's features and consecutive-frame distances come from `target` when it holds them."""
         want = [m for m in self.metrics if m in ("lpips", "tlp") and self._lpips is not None]
         if on_device:
             want += [m for m in ("psnr", "ssim") if m in self.metrics]
         out: dict[str, list] = {m: [] for m in want}
         if not want:
             return out
+        reuse = target is not None and target.complete
         prev: tuple | None = None
-        for start in range(0, len(gt), self.chunk_frames):
+        for k, start in enumerate(range(0, len(gt), self.chunk_frames)):
             g = gt[start : start + self.chunk_frames].to(self.device)
             p = pred[start : start + self.chunk_frames].to(self.device)
             if on_device:
@@ -229,8 +264,15 @@ class VideoMetrics:
                     out["ssim"].extend(ssim_y_torch(gc, pc).cpu().tolist())
             if self._lpips is None or not ({"lpips", "tlp"} & set(want)):
                 continue
-            both = self._lpips.features(crop_8x8_nchw(torch.cat([g, p])))
-            fg, fp = [f[: len(g)] for f in both], [f[len(g) :] for f in both]
+            # Target and output go through AlexNet as separate batches, so cached target features are
+            # bit-identical to fresh ones (a kernel's blocking, and so its rounding, depends on the batch).
+            fp = self._lpips.features(crop_8x8_nchw(p))
+            if reuse:
+                fg = target.features[k]
+            else:
+                fg = self._lpips.features(crop_8x8_nchw(g))
+                if target is not None:
+                    target.features[k] = fg
             if "lpips" in want:
                 out["lpips"].append(self._lpips.distance(fg, fp).cpu())
             if "tlp" in want:
@@ -238,7 +280,12 @@ class VideoMetrics:
                     fg = [torch.cat([a, b]) for a, b in zip(prev[0], fg)]
                     fp = [torch.cat([a, b]) for a, b in zip(prev[1], fp)]
                 if len(fg[0]) > 1:
-                    d_gt = self._lpips.distance([f[:-1] for f in fg], [f[1:] for f in fg])
+                    if reuse:
+                        d_gt = target.tlp_distances[k]
+                    else:
+                        d_gt = self._lpips.distance([f[:-1] for f in fg], [f[1:] for f in fg])
+                        if target is not None:
+                            target.tlp_distances[k] = d_gt
                     d_pred = self._lpips.distance([f[:-1] for f in fp], [f[1:] for f in fp])
                     out["tlp"].append(((d_gt - d_pred).abs() * 100.0).cpu())
                 prev = ([f[-1:] for f in fg], [f[-1:] for f in fp])
