@@ -143,13 +143,21 @@ class FastFRNet(nn.Module):
         self._graphed = CudaGraphStep(self._run) if cuda_graph else None
 
     def forward(self, *args: Any) -> torch.Tensor:
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        args = tuple(a.contiguous(memory_format=fmt) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
-                     for a in args)
+        args = self._formatted(args)
         with torch.inference_mode():
             if self._graphed is not None and args[0].is_cuda:
                 return self._graphed(*args)
             return self._run(*args)
+
+    def eager(self, *args: Any) -> torch.Tensor:
+        """One step without graph replay (what a memory probe should measure: no graph is captured)."""
+        with torch.inference_mode():
+            return self._run(*self._formatted(args))
+
+    def _formatted(self, args: tuple) -> tuple:
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return tuple(a.contiguous(memory_format=fmt) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
+                     for a in args)
 
     def infer_sequence(self, lr_frames: Iterable[Any], pad_mode: str = "reflect",
                        num_pad_front: int = 5) -> Iterator[np.ndarray]:

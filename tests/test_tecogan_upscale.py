@@ -62,6 +62,7 @@ def test_choose_tile_fits_budget():
 def test_automatic_tile_from_free_cuda_memory(monkeypatch):
     """The CUDA decision glue, with the memory probe and the driver query faked (runs without a GPU)."""
     import tecogan_plugin.upscale.engine as engine
+    from tecogan_plugin.fast import make_fast
 
     monkeypatch.setattr(engine, "_bytes_per_pixel", lambda step, scale, device: 1000.0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (90_000_000, 80_000_000_000))
@@ -73,6 +74,11 @@ def test_automatic_tile_from_free_cuda_memory(monkeypatch):
     budget = 0.8 * 100_000_000 - 4 * 3 * 1600 * 1600
     assert decide(400, 400) == choose_tile(400, 400, 32, budget, 1000.0) == 152
     assert engine._auto_tile(tiny(), torch.device("cpu"), 32)(4000, 4000) is None  # CPU: whole frames
+    probed = []
+    monkeypatch.setattr(engine, "_bytes_per_pixel", lambda step, scale, device: probed.append(step) or 1000.0)
+    fast = make_fast(tiny())
+    engine._auto_tile(fast, torch.device("cuda"), 32)(40, 40)
+    assert probed == [fast.eager]  # the probe must not capture CUDA graphs at its own sizes
 
 
 # --- numerics ----------------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ def _auto_tile(step: nn.Module, device: torch.device, overlap: int) -> Callable[
     def decide(height: int, width: int) -> int | None:
         if device.type != "cuda":
             return None
-        per_px = _bytes_per_pixel(step, step.scale, device)  # type: ignore[arg-type]
+        probe = getattr(step, "eager", step)  # a fast path's graph replay would capture graphs at the probe sizes
+        per_px = _bytes_per_pixel(probe, step.scale, device)  # type: ignore[arg-type]
         free, _total = torch.cuda.mem_get_info(device)
         free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached by torch, reusable
         stitched = 4 * 3 * height * width * step.scale**2  # the whole-frame float32 output being assembled
