@@ -321,3 +321,20 @@ def test_model_task_weights_that_do_not_fit_raise_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"cannot read state_dict file .*nope\.pt"):
         ModelTask(build=lambda: ToyNet(4, 8), weights=tmp_path / "nope.pt", data=data,
                   loss_fn=lambda out, y: (out - y).abs().mean()).build_model()
+
+
+def test_rng_state_leaves_cuda_alone_until_the_process_has_used_it(monkeypatch):
+    """A CPU run on a GPU machine must not create a CUDA context to save an unused CUDA random stream
+    (in a process forked from one that used CUDA, asking fails outright)."""
+    from prunekit.schedule import checkpoint as ckpt
+
+    def forbidden():
+        raise RuntimeError("Cannot re-initialize CUDA in forked subprocess")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", forbidden)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert "cuda" not in ckpt.rng_state()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(8, dtype=torch.uint8)])
+    assert len(ckpt.rng_state()["cuda"]) == 1

@@ -34,7 +34,9 @@ def rng_state() -> dict[str, Any]:
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "python": _python_state_to_lists(random.getstate()),
     }
-    if torch.cuda.is_available():
+    # Only a process that has used CUDA has a CUDA random stream to keep; asking otherwise would create a
+    # CUDA context for a CPU run (and fails in a process forked from one that used CUDA).
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
