@@ -50,6 +50,19 @@ def _config(out: Path, task: str = "tecogan.frvsr", device: str = "cpu", **optio
     }
 
 
+def _crash_at_step_3_then_resume(cfg: dict[str, Any], out: Path):
+    """Run `cfg` in `out` until an interrupt at global step 3, then resume it to the end."""
+    crashed = dict(copy.deepcopy(cfg), out_dir=str(out))
+
+    def crash(info):
+        if info.global_step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(crashed, on_step=crash)
+    return run(crashed, resume=True)
+
+
 def test_frvsr_train_prune_distill_finetune(tmp_path):
     result = run(_config(tmp_path / "frvsr"))
     assert isinstance(result.model, FRNet)
@@ -69,16 +82,7 @@ def test_gan_objective_updates_d_and_resumes_identically(tmp_path, vgg_hub):
     assert {"pingpong", "vgg", "gan_g", "d_loss", "d_distance", "d_updated"} <= names
     assert any(h.get("d_updated") == 1.0 for h in full.history)
 
-    crashed = copy.deepcopy(cfg)
-    crashed["out_dir"] = str(tmp_path / "gan2")
-
-    def crash(info):
-        if info.global_step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(crashed, on_step=crash)
-    resumed = run(crashed, resume=True)
+    resumed = _crash_at_step_3_then_resume(cfg, tmp_path / "gan2")
     assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in full.history]
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
@@ -184,15 +188,7 @@ def test_train_prune_finetune_and_resume_on_cuda(tmp_path):
     assert all(p.device.type == "cuda" for p in full.model.parameters())
     assert len(full.model.srnet.resblocks) == 2 and 10 < full.metrics["eval_psnr"] < 60
 
-    crashed = dict(cfg, out_dir=str(tmp_path / "crashed"))
-
-    def crash(info):
-        if info.global_step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(crashed, on_step=crash)
-    resumed = run(crashed, resume=True)
+    resumed = _crash_at_step_3_then_resume(cfg, tmp_path / "crashed")
     losses = [[h["loss"] for h in r.history if "loss" in h] for r in (full, resumed)]
     assert len(losses[0]) == len(losses[1]) == 4
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-3, atol=1e-6)
