@@ -78,7 +78,7 @@ class VideoMetrics:
     other metrics still run, unless `require_lpips` makes that a MissingWeightsError.
 
     `cache_targets=True` keeps each target sequence's flows and LPIPS features (kept on `device`; about
-    16 MB per 720x576 frame) across `reset()`, so scoring further outputs against the same target
+    18 MB per 720x576 frame) across `reset()`, so scoring further outputs against the same target
     (recognised by content, per sequence name) skips that half of the work with unchanged values.
     """
 
