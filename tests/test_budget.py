@@ -19,14 +19,7 @@ from prunekit.errors import ConfigError, UnreachableTargetError
 from prunekit.graph import analyze
 from prunekit.surgery import remove_units
 
-
-class Block(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x)
+from zoo import ConvResidual
 
 
 class Group(nn.Module):
@@ -34,7 +27,7 @@ class Group(nn.Module):
 
     def __init__(self, c: int, n: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(*[Block(c) for _ in range(n)])
+        self.body = nn.Sequential(*[ConvResidual(c) for _ in range(n)])
         self.conv = nn.Conv2d(c, c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +38,7 @@ class Flat(nn.Module):
     def __init__(self, c: int = 4, n: int = 6) -> None:
         super().__init__()
         self.head = nn.Conv2d(3, c, 3, padding=1)
-        self.blocks = nn.Sequential(*[Block(c) for _ in range(n)])
+        self.blocks = nn.Sequential(*[ConvResidual(c) for _ in range(n)])
         self.tail = nn.Conv2d(c, 3, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

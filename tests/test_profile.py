@@ -8,14 +8,7 @@ from torch import nn
 from prunekit import profile
 from prunekit.errors import ConfigError, InputShapeError
 
-
-class Residual(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x)
+from zoo import ConvResidual
 
 
 def test_conv_flops_match_formula():
@@ -62,7 +55,7 @@ def test_residual_add_counted_and_pixel_shuffle_free():
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.block = Residual(4)
+            self.block = ConvResidual(4)
             self.shuffle = nn.PixelShuffle(2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +112,7 @@ def test_flops_restore_train_mode_and_keep_bn_stats():
 
 
 def test_params_counts():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), Residual(4))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), ConvResidual(4))
     counts = profile.params_by_module(net)
     assert counts["0"] == 3 * 4 * 9 + 4
     assert counts["1"] == counts["1.conv"] == 4 * 4 * 9 + 4

@@ -16,6 +16,17 @@ def conv3(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1)
 
 
+class ConvResidual(nn.Module):
+    """x + conv3(x): the smallest removable unit."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
 class Upsampler(nn.Sequential):
     """conv -> PixelShuffle(2)."""
 
