@@ -45,3 +45,7 @@ class DataError(PrunekitError, ValueError):
 class TrainingDivergedError(PrunekitError, FloatingPointError):
     """A training loss became NaN or Inf (the message names stage and iteration; the last good
     checkpoint is kept)."""
+
+
+class ExportError(PrunekitError, RuntimeError):
+    """A model could not be exported, or the exported file does not compute what PyTorch does."""

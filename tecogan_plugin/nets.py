@@ -9,14 +9,16 @@ float feedback) follow the same implementation so outputs match it for the same 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from prunekit.errors import ConfigError, InputShapeError
+from prunekit.spec import ModelEntry, ModelSpec, TensorInput, attach, tensor
 from tecogan_plugin.ops import backward_warp, get_upsampling_func, pad_flow, space_to_depth
 
 PAD_MODES = ("reflect", "replicate")
@@ -121,6 +123,8 @@ class FRNet(nn.Module):
         self.upsample_func = get_upsampling_func(scale, degradation)
         self.fnet = FNet(in_nc)
         self.srnet = SRNet(in_nc, out_nc, nf, nb, scale, self.upsample_func)
+        # the model describes itself, so `pk.save` records how to rebuild it however it was made
+        attach(self, frnet_spec(in_nc=in_nc, out_nc=out_nc, nf=nf, nb=nb, scale=scale, degradation=degradation))
 
     def forward(self, lr_curr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor) -> torch.Tensor:
         return self.step(lr_curr, lr_prev, hr_prev)
@@ -402,23 +406,71 @@ class SpatioTemporalDiscriminator(nn.Module):
         return self(self.clip_inputs(hr, lr, hr_flow, **kwargs))
 
 
+class FRNetOptions(BaseModel):
+    """FRNet's keyword options with bounds, checked before a model is built from a spec or checkpoint
+    (published models: nf 64, nb 10-16, scale 4). Generous for research, small enough that a tampered
+    file cannot ask for gigabytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    in_nc: int = Field(3, ge=1, le=64)
+    out_nc: int = Field(3, ge=1, le=64)
+    nf: int = Field(64, ge=1, le=1024)
+    nb: int = Field(10, ge=0, le=256)
+    scale: Literal[2, 4, 8] = 4
+    degradation: Literal["BD", "BI"] = "BD"
+
+
 def _frnet_factory(**kwargs: Any) -> FRNet:
     return FRNet(**kwargs)
+
+
+def frnet_inputs(lr_size: tuple[int, int] = (32, 32), batch: int = 1, scale: int = 4, in_nc: int = 3) -> list[TensorInput]:
+    """The inputs of one recurrent step: lr_curr, lr_prev (N,C,h,w) and hr_prev (N,C,sh,sw), in [0, 1)."""
+    h, w = lr_size
+    return [tensor("lr_curr", (batch, in_nc, h, w)), tensor("lr_prev", (batch, in_nc, h, w)),
+            tensor("hr_prev", (batch, in_nc, scale * h, scale * w))]
 
 
 def frnet_example_inputs(
     lr_size: tuple[int, int] = (32, 32), batch: int = 1, scale: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(lr_curr, lr_prev, hr_prev) for one recurrent step, seeded so analyses are reproducible."""
-    h, w = lr_size
-    gen = torch.Generator().manual_seed(0)
-    lr_curr = torch.rand(batch, 3, h, w, generator=gen)
-    lr_prev = torch.rand(batch, 3, h, w, generator=gen)
-    hr_prev = torch.rand(batch, 3, scale * h, scale * w, generator=gen)
-    return lr_curr, lr_prev, hr_prev
+    return ModelSpec(build="tecogan.frnet", inputs=frnet_inputs(lr_size, batch, scale)).example_inputs()
 
 
-_frnet_factory.example_inputs = frnet_example_inputs  # type: ignore[attr-defined]
+def frnet_spec(**options: Any) -> ModelSpec:
+    """The spec of `FRNet(**options)` (what `build_model("tecogan.frnet", **options)` records)."""
+    return ModelSpec(build="tecogan.frnet", kwargs=options, inputs=frnet_inputs(**{k: v for k, v in options.items()
+                                                                                    if k in ("scale", "in_nc")}),
+                     layout="tecogan.frnet")
+
+
+def frnet_export(model: nn.Module, spec: ModelSpec) -> Any:
+    """ONNX signature of one recurrent step with dynamic frame size.
+
+    The trace is taken at an LR size that is not a multiple of 8 so FNet's flow padding is recorded
+    (at multiples of 8 it is skipped, and the graph would then refuse other sizes); parity is then
+    checked at the spec's own size and at a third size."""
+    from prunekit.export import Signature
+
+    scale = model.scale
+    lr = next(i for i in spec.inputs if i.name == "lr_curr") if spec.inputs else None
+    n, c, h, w = lr.shape if lr is not None else (1, 3, 32, 32)
+
+    def at(hh: int, ww: int, seed: int) -> tuple[torch.Tensor, ...]:
+        return ModelSpec(build=spec.build, inputs=frnet_inputs((hh, ww), n, scale, c), seed=seed).example_inputs()
+
+    lr_axes, hr_axes = {2: "lr_height", 3: "lr_width"}, {2: "hr_height", 3: "hr_width"}
+    return Signature(
+        module=model,
+        inputs=at(h // 8 * 8 + 4, w // 8 * 8 + 4, 0),
+        input_names=["lr_curr", "lr_prev", "hr_prev"],
+        output_names=["hr_curr"],
+        dynamic_axes={"lr_curr": lr_axes, "lr_prev": lr_axes, "hr_prev": hr_axes, "hr_curr": hr_axes},
+        checks=[at(h, w, 1), at(h + 11, w + 21, 2)],
+        metadata={"prunekit.kind": "tecogan.frnet.step", "scale": str(scale)},
+    )
 
 
 def _srnet_factory(
@@ -436,8 +488,11 @@ def _discriminator_factory(**kwargs: Any) -> SpatioTemporalDiscriminator:
 
 
 def register(registries) -> None:
-    """Models: tecogan.frnet (with `.example_inputs`), tecogan.srnet, tecogan.fnet, tecogan.discriminator."""
-    registries.models.register("tecogan.frnet", _frnet_factory)
+    """Models: tecogan.frnet (a ModelEntry: inputs, layout, option bounds, ONNX step), tecogan.srnet,
+    tecogan.fnet, tecogan.discriminator."""
+    registries.models.register("tecogan.frnet", ModelEntry(
+        factory=_frnet_factory, inputs=frnet_inputs, layout="tecogan.frnet", options=FRNetOptions,
+        export=frnet_export))
     registries.models.register("tecogan.srnet", _srnet_factory)
     registries.models.register("tecogan.fnet", _fnet_factory)
     registries.models.register("tecogan.discriminator", _discriminator_factory)

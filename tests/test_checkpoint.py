@@ -23,7 +23,7 @@ def pruned_rcan() -> tuple[nn.Module, pk.Plan]:
 def test_save_load_bit_exact(tmp_path) -> None:
     small, p = pruned_rcan()
     pk.save(small, p, tmp_path / "ck")
-    assert sorted(f.name for f in (tmp_path / "ck").iterdir()) == ["model.safetensors", "plan.json"]
+    assert sorted(f.name for f in (tmp_path / "ck").iterdir()) == ["model.safetensors", "plan.json", "spec.json"]
     loaded = pk.load(tmp_path / "ck", build=lambda: zoo.RCAN(n_groups=2, n_blocks=3))
     x = zoo.image(batch=2)
     with torch.no_grad():
@@ -109,7 +109,7 @@ def test_save_leaves_no_temporary_files(tmp_path) -> None:
     small, p = pruned_rcan()
     pk.save(small, p, tmp_path)
     pk.save(small, p, tmp_path)  # overwriting an existing checkpoint
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["model.safetensors", "plan.json"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["model.safetensors", "plan.json", "spec.json"]
 
 
 def test_tecogan_frnet_bd_prune_save_load(tmp_path) -> None:

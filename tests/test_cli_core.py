@@ -57,7 +57,7 @@ def write_config(path, **overrides) -> str:
 def test_prune_writes_checkpoint_and_report(tmp_path, capsys) -> None:
     assert main(["prune", "--config", write_config(tmp_path)]) == 0
     out = tmp_path / "out"
-    assert {f.name for f in out.iterdir()} == {"plan.json", "model.safetensors", "report.json", "report.md"}
+    assert {f.name for f in out.iterdir()} == {"plan.json", "spec.json", "model.safetensors", "report.json", "report.md"}
     report = json.loads((out / "report.json").read_text())
     assert len(report["removed"]) == 2
     assert report["stats"]["params_before"] - report["stats"]["params_after"] == 2 * (2 * (16 * 16 * 9 + 16))

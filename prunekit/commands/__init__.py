@@ -1,3 +1,3 @@
 """prunekit's own CLI subcommands; importing this package registers them."""
 
-from prunekit.commands import analyze, prune, run  # noqa: F401
+from prunekit.commands import analyze, export, prune, run  # noqa: F401

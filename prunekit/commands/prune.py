@@ -2,14 +2,16 @@
 
 Example (YAML)::
 
-    model: tecogan.frnet          # registered name or package.module:factory
+    model: tecogan.frnet          # registered name or package.module:factory (optional with a checkpoint dir)
     model_kwargs: {scale: 4}
-    weights: ckpt/dense           # optional: prunekit checkpoint dir or .safetensors state_dict
+    weights: ckpt/dense           # optional: prunekit checkpoint dir (dense or pruned) or .safetensors state_dict
     strategy: block_influence
     target: {kind: keep_blocks, n: 5}
     out: runs/frnet-5blocks
 
-Writes OUT/plan.json, OUT/model.safetensors, OUT/report.json and OUT/report.md.
+Writes OUT/plan.json, OUT/spec.json, OUT/model.safetensors, OUT/report.json and OUT/report.md.
+A checkpoint folder as `weights` (or as `model`) is loaded from its spec; a pruned one is pruned
+further, and OUT's spec records the earlier plans so `pk.load(OUT)` replays them all.
 """
 
 from __future__ import annotations
@@ -20,24 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
-from prunekit.checkpoint import load, load_weights, read_plan, read_weights, save
+from prunekit.checkpoint import load_weights, read_weights, save
 from prunekit.fileio import atomic_write
 from prunekit.cli import command
-from prunekit.commands.analyze import default_layout_name, example_inputs_for, resolve_layout
+from prunekit.commands.analyze import example_inputs_for, is_checkpoint, load_checkpoint_model, resolve_layout
 from prunekit.config import StrictModel, load_config
 from prunekit.errors import ConfigError
 from prunekit.graph import Layout, analyze
-from prunekit.models import build_model
 from prunekit.plan import Plan, Target, plan
+from prunekit.spec import ModelSpec, spec_for
 
 
 class PruneConfig(StrictModel):
     """What `prunekit prune` reads. Paths are relative to the current directory."""
 
-    model: str
+    model: str | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None
     input_shapes: list[list[int]] | None = None
@@ -48,29 +50,36 @@ class PruneConfig(StrictModel):
     out: str
     seed: int = 0
 
-
-def _dense_model(cfg: PruneConfig) -> nn.Module:
-    if cfg.weights is None:
-        return build_model(cfg.model, **cfg.model_kwargs)
-    path = Path(cfg.weights)
-    if path.is_dir():
-        saved = read_plan(path)
-        if saved.removed or saved.channels:
-            raise ConfigError(
-                f"weights: {path} holds an already pruned model (removed {saved.removed}); "
-                "prune from a dense checkpoint"
-            )
-        return load(path, cfg.model, cfg.model_kwargs)
-    model = build_model(cfg.model, **cfg.model_kwargs)
-    load_weights(model, read_weights(path), str(path))
-    return model
+    @model_validator(mode="after")
+    def _model_or_checkpoint(self) -> "PruneConfig":
+        if self.model is None and self.weights is None:
+            raise ValueError("give `model` (a model name or a checkpoint folder) or `weights` (a checkpoint folder)")
+        return self
 
 
-def report_markdown(cfg: PruneConfig, p: Plan) -> str:
+def _start_model(cfg: PruneConfig) -> tuple[nn.Module, ModelSpec]:
+    """The model to prune and its spec: built by name, loaded from a checkpoint folder (`model` or
+    `weights`; its spec.json names the model, `model` overrides it), or built and given a state_dict."""
+    if cfg.model is not None and is_checkpoint(cfg.model):
+        if cfg.weights is not None:
+            raise ConfigError(f"model: {cfg.model} is a checkpoint folder, so `weights` ({cfg.weights}) must be left out")
+        return load_checkpoint_model(cfg.model)
+    if cfg.weights is not None and Path(cfg.weights).is_dir():
+        return load_checkpoint_model(cfg.weights, cfg.model, cfg.model_kwargs if cfg.model else None)
+    if cfg.model is None:
+        raise ConfigError(f"weights: {cfg.weights} is not a checkpoint folder, so `model` must name the model")
+    spec = spec_for(cfg.model, **cfg.model_kwargs)
+    model = spec.build_model()
+    if cfg.weights is not None:
+        load_weights(model, read_weights(cfg.weights), str(cfg.weights))
+    return model, spec
+
+
+def report_markdown(name: str, p: Plan) -> str:
     s = p.stats
     targets = ", ".join(t.model_dump_json() for t in p.targets)
     lines = [
-        f"# Pruning report: {cfg.model}",
+        f"# Pruning report: {name}",
         "",
         f"- strategy: `{p.strategy}` {json.dumps(p.strategy_kwargs) if p.strategy_kwargs else ''}".rstrip(),
         f"- targets: {targets}",
@@ -90,9 +99,9 @@ def report_markdown(cfg: PruneConfig, p: Plan) -> str:
 def prune_from_config(cfg: PruneConfig, out: str | None = None) -> Plan:
     """Run the whole prune step for a validated config; returns the plan that was saved."""
     torch.manual_seed(cfg.seed)
-    model = _dense_model(cfg)
-    inputs = example_inputs_for(cfg.model, cfg.input_shapes, cfg.model_kwargs, seed=cfg.seed)
-    graph = analyze(model, inputs, resolve_layout(cfg.layout or default_layout_name(cfg.model)))
+    model, spec = _start_model(cfg)
+    inputs = example_inputs_for(spec, cfg.input_shapes, seed=cfg.seed)
+    graph = analyze(model, inputs, resolve_layout(cfg.layout or spec.layout))
     targets = cfg.target if isinstance(cfg.target, list) else [cfg.target]
     result = plan(model, graph, strategy=cfg.strategy, target=targets, **cfg.strategy_kwargs)
     from prunekit.surgery import apply
@@ -100,9 +109,10 @@ def prune_from_config(cfg: PruneConfig, out: str | None = None) -> Plan:
     pruned = apply(model, result, inputs)
     out_dir = Path(out or cfg.out)
     save(pruned, result, out_dir)
-    summary = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, **json.loads(result.model_dump_json())}
+    name = cfg.model or cfg.weights or spec.build
+    summary = {"model": name, "model_kwargs": cfg.model_kwargs, **json.loads(result.model_dump_json())}
     atomic_write(out_dir / "report.json", json.dumps(summary, indent=2))
-    atomic_write(out_dir / "report.md", report_markdown(cfg, result))
+    atomic_write(out_dir / "report.md", report_markdown(name, result))
     return result
 
 
