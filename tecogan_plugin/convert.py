@@ -3,8 +3,9 @@
 A published `.pth` is a bare state_dict (sometimes saved from a DataParallel wrapper, hence
 `module.` prefixes). nb, scale, width and BD/BI are read off its keys and shapes, the file is read
 with `torch.load(weights_only=True)` (no unpickling of code) and loaded strictly. The converted
-directory holds prunekit's plan.json + model.safetensors plus `frnet.json` with the FRNet options,
-so `load_converted(dir)` (or `prunekit.load(dir, build="tecogan.frnet", build_kwargs=...)`) rebuilds it.
+directory is a prunekit checkpoint whose spec.json records the FRNet options, so `prunekit.load(dir)`
+rebuilds it. `load_converted` also reads folders written before specs existed: their options come
+from `frnet.json` (what `convert` wrote then) or are read off the weights and the plan.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 import torch
 
 from prunekit.errors import CheckpointError
-from tecogan_plugin.nets import FRNet, frnet_example_inputs
+from tecogan_plugin.nets import FRNet, FRNetOptions, frnet_example_inputs
 
-BUILD_FILE = "frnet.json"
+BUILD_FILE = "frnet.json"  # FRNet options as prunekit 0.1's `convert` wrote them (read, no longer written)
 _KERNEL_KEYS = ("upsample_func.kernels", "srnet.upsample_func.kernels")
 _BLOCK_KEY = re.compile(r"^srnet\.resblocks\.(\d+)\.")
+_RESBLOCK_PATH = re.compile(r"srnet\.resblocks\.\d+")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -108,46 +110,85 @@ def load_published_generator(
 
 def convert(src: str | os.PathLike, out_dir: str | os.PathLike, degradation: str | None = None,
             scale: int | None = None) -> Path:
-    """Write `src` as a prunekit checkpoint (identity plan, nothing removed) plus `frnet.json`."""
+    """Write `src` as a prunekit checkpoint (identity plan, nothing removed; spec.json names the options)."""
     from prunekit.checkpoint import save
-    from prunekit.fileio import atomic_write
     from prunekit.plan import Plan
 
     model = load_published_generator(src, degradation=degradation, scale=scale)
-    options = infer_options(model.state_dict())
-    options["degradation"] = model.degradation
     plan = Plan.identity(model, frnet_example_inputs(scale=model.scale))
-    out = save(model, plan, out_dir)
-    atomic_write(Path(out) / BUILD_FILE, json.dumps({"build": "tecogan.frnet", "build_kwargs": options},
-                                                    indent=2))
-    return Path(out)
+    return Path(save(model, plan, out_dir))  # the FRNet carries its spec (all options)
 
 
-def load_converted(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FRNet:
-    """Load a (possibly pruned) FRNet checkpoint directory, taking FRNet options from `frnet.json` if present."""
-    from prunekit.checkpoint import load
+def _checked_options(options: Any, source: str) -> dict[str, Any]:
+    """FRNet options from a file, within FRNetOptions' bounds (a tampered nf must not allocate)."""
+    from pydantic import ValidationError
 
-    build_file = Path(directory) / BUILD_FILE
-    kwargs: dict[str, Any] = {}
+    if not isinstance(options, dict):
+        raise CheckpointError(f"{source}: FRNet options must be a mapping, got {type(options).__name__}")
+    try:
+        FRNetOptions.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors())
+        raise CheckpointError(f"{source}: invalid FRNet options: {problems}") from None
+    return dict(options)
+
+
+def _legacy_options(directory: Path, removed: list[str], width_pruned: bool) -> dict[str, Any]:
+    """Dense FRNet options of a folder without spec.json: `frnet.json` if `convert` wrote one, else
+    read off the (block-pruned) weights with the removed blocks counted back in. A width-pruned
+    folder without frnet.json does not record the dense width: the caller must give nf."""
+    from prunekit.checkpoint import WEIGHTS_FILE, read_weights
+
+    build_file = directory / BUILD_FILE
     if build_file.is_file():
         try:
-            kwargs = json.loads(build_file.read_text())["build_kwargs"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            options = json.loads(build_file.read_text())["build_kwargs"]
+        except (ValueError, KeyError, TypeError) as exc:  # ValueError: JSON errors
             raise CheckpointError(f"invalid {build_file}: {exc}") from exc
-    return load(directory, build="tecogan.frnet", build_kwargs=kwargs, device=device)
+        return _checked_options(options, str(build_file))
+    if width_pruned:
+        raise CheckpointError(
+            f"{directory}: width-pruned checkpoint written before spec.json existed and without {BUILD_FILE}; "
+            "pass the dense model's nf (load_generator(path, nf=...)), then pk.save it again to record its spec"
+        )
+    weights = directory / WEIGHTS_FILE
+    options = infer_options(read_weights(weights), str(weights))
+    options["nb"] += sum(1 for p in removed if _RESBLOCK_PATH.fullmatch(p))
+    return _checked_options(options, str(weights))
+
+
+def load_converted(directory: str | os.PathLike, device: str | torch.device = "cpu", **build_kwargs: Any) -> FRNet:
+    """Load a (possibly pruned) FRNet checkpoint folder: from its spec.json, or for folders written
+    before specs from frnet.json / the weights. `build_kwargs` override the dense FRNet options."""
+    from prunekit.checkpoint import PLAN_FILE, SPEC_FILE, load, read_plan, read_spec
+
+    directory = Path(directory)
+    plan = read_plan(directory / PLAN_FILE)
+    spec = read_spec(directory)
+    if spec is not None:
+        if not build_kwargs:
+            return load(directory, device=device)
+        options = {**spec.kwargs, **build_kwargs}
+    else:
+        given = "nf" in build_kwargs
+        options = {**_legacy_options(directory, plan.removed, bool(plan.channels) and not given), **build_kwargs}
+    return load(directory, build="tecogan.frnet", build_kwargs=_checked_options(options, f"options for {directory}"),
+                device=device)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["tecogan"], help="source format (TecoGAN-PyTorch generator .pth)")
     parser.add_argument("src", help="published generator state_dict (.pth)")
-    parser.add_argument("out_dir", help="directory for plan.json + model.safetensors")
+    parser.add_argument("out_dir", help="directory for plan.json + spec.json + model.safetensors")
     parser.add_argument("--degradation", choices=["BD", "BI"], default=None, help="override BD/BI (default: from keys)")
     parser.add_argument("--scale", type=int, default=None, help="expected scale (checked against the file)")
 
 
 def _run(args: argparse.Namespace) -> int:
+    from prunekit.checkpoint import read_spec
+
     out = convert(args.src, args.out_dir, degradation=args.degradation, scale=args.scale)
-    options = json.loads((out / BUILD_FILE).read_text())["build_kwargs"]
+    options = read_spec(out).kwargs
     print(f"wrote {out} (FRNet {', '.join(f'{k}={v}' for k, v in options.items())})")
     return 0
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+import prunekit as pk
 from prunekit.errors import CheckpointError
 from tecogan_plugin.convert import convert, infer_options, load_converted, load_published_generator
 from tecogan_plugin.nets import FRNet
@@ -76,8 +77,12 @@ def test_scale_must_agree_and_degradation_can_be_overridden(tmp_path):
 def test_convert_writes_a_loadable_prunekit_checkpoint(tmp_path):
     source, path = _published_file(tmp_path, nb=2, degradation="BI")
     out = convert(path, tmp_path / "ckpt")
-    assert {p.name for p in out.iterdir()} >= {"plan.json", "model.safetensors", "frnet.json"}
+    assert {p.name for p in out.iterdir()} == {"plan.json", "model.safetensors", "spec.json"}
     assert json.loads((out / "plan.json").read_text())["removed"] == []
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["build"] == "tecogan.frnet" and spec["kwargs"]["degradation"] == "BI" and spec["kwargs"]["nb"] == 2
+    model = pk.load(out)  # the spec alone rebuilds it
+    assert isinstance(model, FRNet) and model.degradation == "BI"
     model = load_converted(out)
     x = (torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.rand(1, 3, 64, 64))
     with torch.no_grad():

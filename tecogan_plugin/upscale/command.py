@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from prunekit.cli import Command
-from prunekit.errors import PrunekitError
+from prunekit.errors import ConfigError, PrunekitError
 from tecogan_plugin.upscale.engine import DEFAULT_OVERLAP, load_generator, resolve_device, upscale_frames
 from tecogan_plugin.upscale.video import FrameSink, open_sink, open_source
 
@@ -21,7 +21,10 @@ HELP = "Upscale a video file or a folder of PNG frames with a TecoGAN generator 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="INPUT", help="video file (mp4/avi/mkv/...) or folder of PNG frames")
     p.add_argument("--model", required=True, metavar="CHECKPOINT",
-                   help="prunekit checkpoint folder (dense or pruned) or TecoGAN-PyTorch generator .pth")
+                   help="prunekit checkpoint folder (dense or pruned), TecoGAN-PyTorch generator .pth, "
+                   "or an FRNet step exported by `prunekit export` (.onnx)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="auto (default): onnxruntime for a .onnx model, else torch")
     p.add_argument("--out", required=True, metavar="OUTPUT",
                    help="video file (by suffix: .mp4 .avi .mkv .mov .m4v .webm) or folder for PNG frames")
     p.add_argument("--tile", type=int, default=None, metavar="N",
@@ -53,8 +56,16 @@ class _FirstShape:
 
 def run(args: argparse.Namespace) -> int:
     source = open_source(args.input)
-    model = load_generator(args.model)
     device = resolve_device(args.device)
+    onnx = args.backend == "onnxruntime" or (args.backend == "auto" and str(args.model).lower().endswith(".onnx"))
+    if onnx:
+        from tecogan_plugin.upscale.onnx_backend import OnnxStep
+
+        if args.half:
+            raise ConfigError("--half is a PyTorch fast-path option; an ONNX step runs in the precision it was exported in")
+        model, args.fast = OnnxStep(args.model, device), False  # the rewrites of --fast are PyTorch-only
+    else:
+        model = load_generator(args.model)
     first = _FirstShape()
     start = time.perf_counter()
     out_shape = None
@@ -92,6 +103,8 @@ def _summary(
 
     n = sink.written
     mode = ("fast" if args.fast else "plain") + (" fp16" if args.half else "")
+    if args.backend == "onnxruntime" or str(args.model).lower().endswith(".onnx"):
+        mode = "onnxruntime"
     return (
         f"upscaled {n} frame(s) {res(in_shape)} -> {res(out_shape)} in {wall:.1f} s "
         f"({n / wall if wall > 0 else 0.0:.2f} frames/s) on {device} [{mode}] -> {sink.path}"

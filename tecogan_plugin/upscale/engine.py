@@ -7,9 +7,7 @@ recurrent state (plus the few frames of the temporal warm-up), so memory does no
 from __future__ import annotations
 
 import copy
-import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -25,55 +23,23 @@ __all__ = ["load_generator", "upscale_frames", "resolve_device", "DEFAULT_OVERLA
 
 DEFAULT_OVERLAP = 32  # LR px; see docs/guide/upscale.md for the measured agreement per overlap
 MEMORY_FRACTION = 0.8  # share of free CUDA memory the automatic tile size may plan to use
-_RESBLOCK = re.compile(r"srnet\.resblocks\.\d+")
 PUBLISHED_SUFFIXES = (".pth", ".pt")
-
-
-def _dense_config(directory: Path, removed: list[str], width_given: bool | None) -> dict[str, Any]:
-    """Dense FRNet options for a checkpoint folder: `frnet.json` when `prunekit convert` wrote one, else
-    read off the (possibly block-pruned) weights, counting the blocks the plan removed back in. Width
-    pruning changes nf, so then nf must come from frnet.json or the caller (`width_given`: None when the
-    plan has no channel steps)."""
-    from prunekit.checkpoint import WEIGHTS_FILE, read_weights
-    from tecogan_plugin.convert import BUILD_FILE, infer_options
-
-    build_file = directory / BUILD_FILE
-    if build_file.is_file():
-        try:
-            return dict(json.loads(build_file.read_text())["build_kwargs"])
-        except (ValueError, KeyError, TypeError) as exc:  # ValueError: JSON errors, or build_kwargs not a mapping
-            raise CheckpointError(f"invalid {build_file}: {exc}") from exc
-    if width_given is False:
-        raise CheckpointError(
-            f"{directory}: width-pruned checkpoint without {BUILD_FILE}; pass the dense model's nf "
-            "(load_generator(path, nf=...))"
-        )
-    weights = directory / WEIGHTS_FILE
-    config = infer_options(read_weights(weights), str(weights))
-    config["nb"] += sum(1 for p in removed if _RESBLOCK.fullmatch(p))
-    return config
-
-
-def _load_prunekit_checkpoint(directory: Path, build_kwargs: dict[str, Any]) -> nn.Module:
-    from prunekit.checkpoint import PLAN_FILE, load, read_plan
-
-    plan = read_plan(directory / PLAN_FILE)
-    width_given = "nf" in build_kwargs if plan.channels else None
-    config = _dense_config(directory, plan.removed, width_given) | build_kwargs
-    return load(directory, build="tecogan.frnet", build_kwargs=config)
 
 
 def load_generator(path: str | os.PathLike, **build_kwargs: Any) -> nn.Module:
     """An FRNet in eval mode on the CPU from a prunekit checkpoint folder (plan.json +
     model.safetensors, dense or pruned) or a published TecoGAN-PyTorch generator file (.pth).
 
-    The dense architecture is read off the weights and the plan; `build_kwargs` override it.
+    A folder is rebuilt from its spec.json (older folders: frnet.json, or the weights and the plan);
+    `build_kwargs` override the dense FRNet options.
     """
     path = Path(path)
     if path.is_dir():
         if not (path / "plan.json").is_file():
             raise CheckpointError(f"{path}: folder has no plan.json, so it is not a prunekit checkpoint")
-        model = _load_prunekit_checkpoint(path, build_kwargs)
+        from tecogan_plugin.convert import load_converted
+
+        model = load_converted(path, **build_kwargs)
     elif path.is_file():
         if path.suffix.lower() not in PUBLISHED_SUFFIXES:
             raise CheckpointError(
@@ -102,7 +68,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def _prepare(model: nn.Module, device: torch.device, fast: bool, half: bool) -> nn.Module:
     """A copy of `model` on `device` in eval mode; with `fast`, make_fast's exact rewrites (and its fp16
-    SRNet when `half`: FNet and the warp stay fp32 so sampling positions are not quantised)."""
+    SRNet when `half`: FNet and the warp stay fp32 so sampling positions are not quantised). A step
+    that is not a torch module (an exported ONNX step) runs as given."""
+    if not isinstance(model, nn.Module):
+        return model
     model = copy.deepcopy(model).eval().to(device)
     if not fast:
         return model
