@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import prunekit
-from prunekit.errors import CheckpointError, PlanMismatchError, PrunekitError
+from prunekit.errors import CheckpointError, ConfigError, PlanMismatchError, PrunekitError
 from prunekit.fileio import atomic_path, atomic_write
 
 if TYPE_CHECKING:
@@ -233,6 +233,8 @@ def _check_size(spec: "ModelSpec", plan: "prunekit.plan.Plan", tensors: dict[str
     try:
         with torch.device("meta"):
             meta = _call_factory(spec.build, spec.kwargs)
+    except ConfigError as exc:
+        raise CheckpointError(f"{source / SPEC_FILE}: {exc}") from exc
     except PrunekitError:
         raise
     except Exception:  # noqa: BLE001  a factory that cannot run on the meta device is checked after building

@@ -13,7 +13,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-tecogan-<preset>)")
     p.add_argument("--data-root", default=None, help="folder holding REDS/, Vid4/, ToS3/ (paper preset)")
     p.add_argument("--checkpoint", default=None,
-                   help="published TecoGAN-PyTorch generator (.pth) used as the dense model instead of training")
+                   help="dense model used instead of training: a published TecoGAN-PyTorch generator (.pth) "
+                        "or a dense prunekit checkpoint folder")
     p.add_argument("--series", default=None,
                    help="comma-separated STRATEGY:HEAL[:wFRACTION] series, HEAL in none|plain|distill; wFRACTION "
                         "also removes that fraction of every prunable channel group, FNet included (e.g. "
@@ -46,8 +47,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         update["seed"] = args.seed
     preset = preset.model_copy(update=update)
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise ConfigError(f"--checkpoint: {args.checkpoint} is not a file")
+    if args.checkpoint and Path(args.checkpoint).is_dir():
+        from prunekit.checkpoint import PLAN_FILE, read_plan
+
+        if not (Path(args.checkpoint) / PLAN_FILE).is_file():
+            raise ConfigError(f"--checkpoint: {args.checkpoint} is a folder without {PLAN_FILE}, not a prunekit checkpoint")
+        saved = read_plan(Path(args.checkpoint) / PLAN_FILE)
+        if saved.removed or saved.channels:
+            raise ConfigError(f"--checkpoint: {args.checkpoint} holds a pruned model; the benchmark prunes a dense one")
+    elif args.checkpoint and not Path(args.checkpoint).is_file():
+        raise ConfigError(f"--checkpoint: {args.checkpoint} is neither a file nor a checkpoint folder")
     out = Path(args.out or f"runs/bench-tecogan-{preset.name}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {out} is a file; the benchmark writes a folder")
