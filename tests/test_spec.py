@@ -199,3 +199,19 @@ def test_oversized_metadata_file_is_refused(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(checkpoint, "MAX_METADATA_BYTES", 100)
     with pytest.raises(pk.CheckpointError, match="more than the limit 100"):
         pk.load(tmp_path)
+
+
+def test_schedule_final_folder_loads_alone(tmp_path) -> None:
+    """The schedule engine composes its plans from the dense model; the spec it records must agree."""
+    from prunekit.schedule import run
+    from test_schedule import config
+
+    stages = [{"kind": "prune", "strategy": "magnitude", "calibration": 0, "target": {"kind": "keep_blocks", "n": 2},
+               "iterative": {"remove": 1, "finetune": {"kind": "finetune", "iterations": 1, "batch": 2}}},
+              {"kind": "prune", "strategy": "magnitude", "calibration": 0,
+               "target": {"kind": "channel_ratio", "prune": 0.5}}]
+    result = run(config(tmp_path / "run", stages=stages))
+    again = pk.load(result.run_dir / "final")
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(again(x), result.model.eval()(x))
