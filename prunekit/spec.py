@@ -321,8 +321,9 @@ def spec_for(name: str, **kwargs: Any) -> ModelSpec:
     inputs: list[TensorInput | ValueInput] = []
     provider = getattr(found, "example_inputs", None)
     if callable(provider):
-        torch.manual_seed(0)
-        inputs = describe_inputs(provider(**_shared(provider, kwargs)))
+        with torch.random.fork_rng(devices=[]):  # seeded for reproducible shapes, caller's RNG untouched
+            torch.manual_seed(0)
+            inputs = describe_inputs(provider(**_shared(provider, kwargs)))
     layout = name if ":" not in name and name in LAYOUTS.names() else None
     return ModelSpec(build=name, kwargs=kwargs, inputs=inputs, layout=layout)
 

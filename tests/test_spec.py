@@ -215,3 +215,21 @@ def test_schedule_final_folder_loads_alone(tmp_path) -> None:
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(again(x), result.model.eval()(x))
+
+
+def test_plain_factory_with_example_inputs_attribute_still_works() -> None:
+    """The pre-spec convention: a factory carrying `example_inputs`; building leaves the caller's RNG alone."""
+    def factory(d: int = 8) -> nn.Module:
+        return TokenNet(d=d, nb=2)
+
+    factory.example_inputs = lambda: (torch.randint(0, VOCAB, (1, 4)), torch.ones(1, 4, dtype=torch.bool))
+    MODELS.register("test.plain_tokennet", factory, overwrite=True)
+    model = pk.spec_for("test.plain_tokennet", d=8).build_model()
+    spec = spec_of(model)
+    assert [i.dtype for i in spec.inputs] == ["int64", "bool"] and spec.kwargs == {"d": 8}
+    torch.manual_seed(123)
+    TokenNet(d=8, nb=2)
+    after_plain = torch.rand(3)
+    torch.manual_seed(123)
+    pk.spec_for("test.plain_tokennet", d=8).build_model()
+    assert torch.equal(torch.rand(3), after_plain)  # same RNG use as building the class directly
