@@ -7,6 +7,7 @@ Registered datasets (DATASETS registry) share one factory signature:
 
 `split="test"` returns `list[VideoSequence]`; `split="train"` returns a `TrainingClips` dataset
 (kwargs go to it: tempo_extent, gt_crop, seed, ...). `root=None` is only valid for `builtin`.
+`unlabeled` (a user's footage without GT, data/unlabeled.py) is train-only.
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ def register(registries) -> None:
     registries.datasets.register("tos3", _test_set("tos3", TOS3))
     registries.datasets.register("reds", reds)
     registries.datasets.register("folder", folder)
+    from tecogan_plugin.data.unlabeled import unlabeled
+
+    registries.datasets.register("unlabeled", unlabeled)
     from tecogan_plugin.data.lmdb_store import register_command
 
     register_command(registries)
