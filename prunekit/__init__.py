@@ -9,7 +9,15 @@
 
 __version__ = "0.1.0"
 
-from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, ParamsRatio  # noqa: E402
+from prunekit.budget import (  # noqa: E402
+    ChannelFlops,
+    ChannelRatio,
+    FlopsRatio,
+    KeepBlocks,
+    Latency,
+    LatencyRatio,
+    ParamsRatio,
+)
 from prunekit.checkpoint import load, save  # noqa: E402
 from prunekit.errors import (  # noqa: E402
     CheckpointError,
@@ -24,15 +32,19 @@ from prunekit.errors import (  # noqa: E402
     UnreachableTargetError,
 )
 from prunekit.graph import Graph, Layout, Unit, analyze  # noqa: E402
-from prunekit.plan import Plan, Stats, load_plan, plan  # noqa: E402
+from prunekit.plan import LatencyRecord, Plan, Stats, load_plan, plan  # noqa: E402
+from prunekit.replace import Replacement, ReplacementCalibration, register_replacement  # noqa: E402
 from prunekit.strategies import Calibration, Strategy, get_strategy, register_strategy  # noqa: E402
 from prunekit.surgery import Bypass, apply, remove_units  # noqa: E402
 
 __all__ = [
     "Bypass", "Calibration", "ChannelFlops", "ChannelRatio", "CheckpointError", "ConfigError", "DataError",
     "FlopsRatio",
-    "Graph", "InputShapeError", "KeepBlocks", "Layout", "MissingWeightsError", "NoUnitsError", "ParamsRatio",
-    "Plan", "PlanMismatchError", "PrunekitError", "Stats", "Strategy", "Unit", "UnknownNameError",
-    "UnreachableTargetError", "analyze", "apply", "get_strategy", "load", "load_plan", "plan",
-    "register_strategy", "remove_units", "save",
+    "Graph", "InputShapeError", "KeepBlocks", "Latency", "LatencyRatio", "LatencyRecord", "Layout",
+    "MissingWeightsError", "NoUnitsError", "ParamsRatio",
+    "Plan", "PlanMismatchError", "PrunekitError", "Replacement", "ReplacementCalibration", "Stats", "Strategy",
+    "Unit", "UnknownNameError", "UnreachableTargetError", "analyze", "apply", "get_strategy", "load", "load_plan",
+    "plan", "register_replacement", "register_strategy", "remove_units", "save",
 ]
+
+from prunekit import importance, latency  # noqa: E402,F401  (register the "plain" runner and the importance measures)

@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 ExampleInputs = Any
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
-_IMPORTANCE = {"l1", "l2", "random"}
 _MAX_FRACTION = 0.95  # the largest uniform prune fraction a ChannelFlops search tries
 _BISECTION_STEPS = 8
 
@@ -173,12 +172,20 @@ def _ignored(model: nn.Module, patterns: list[str]) -> list[nn.Module]:
     return ignored
 
 
-def _importance(name: str) -> tp.importance.Importance:
-    if name not in _IMPORTANCE:
-        raise ConfigError(f"channel importance must be one of {sorted(_IMPORTANCE)}, got {name!r}")
-    if name == "random":
-        return tp.importance.RandomImportance()
-    return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
+def _importance(name: Any, model: nn.Module | None = None, data: list[Any] | None = None) -> tp.importance.Importance:
+    """A registered channel importance (prunekit.importance) or a torch-pruning Importance object."""
+    from prunekit import importance
+
+    return importance.resolve(name, model, data)
+
+
+def group_fraction(layers: list[str], target: ChannelRatio) -> float:
+    """The prune fraction of a group whose output-pruned layers are `layers`: the first
+    `target.per_group` entry (path or glob) matching one of them, else `target.prune`."""
+    for pattern, fraction in target.per_group.items():
+        if any(p == pattern or fnmatch.fnmatchcase(p, pattern) for p in layers):
+            return fraction
+    return target.prune
 
 
 def _count_to_prune(n: int, block: int, ratio: float, round_to: int | None) -> int:
@@ -199,11 +206,15 @@ def plan_channels(
     example_inputs: ExampleInputs,
     target: ChannelRatio | ChannelFlops,
     layout: Layout | None = None,
-    importance: str = "l2",
+    importance: Any = "l2",
     round_to: int | None = None,
+    data: list[Any] | None = None,
 ) -> list[ChannelStep]:
     """Choose output channels to remove: in every coupled layer group, the `target.prune`
-    fraction with the lowest importance (tp group L1/L2 norm, or random). `model` is untouched.
+    fraction (or the group's `target.per_group` fraction) with the lowest importance. `importance`
+    is a name registered in prunekit.registry.CHANNEL_IMPORTANCE ("l2", "l1", "random",
+    "taylor", "activation", ...) or a torch-pruning Importance; `data` (a list of example inputs,
+    default: the example inputs) feeds the measures that need data. `model` is untouched.
     For a ChannelFlops target, the fraction is the smallest one (found by bisection in
     [0, 0.95]) whose pruned model measures at most `target.keep` x `model`'s FLOPs.
 
@@ -214,12 +225,13 @@ def plan_channels(
     and named in a warning.
     """
     if isinstance(target, ChannelFlops):
-        return _plan_flops(model, example_inputs, target, layout, importance, round_to)
-    if not 0.0 <= target.prune < 1.0:
-        raise UnreachableTargetError(f"{target!r}: prune must be in [0, 1), got {target.prune}")
+        return _plan_flops(model, example_inputs, target, layout, importance, round_to, data)
+    bad = {k: v for k, v in [("prune", target.prune), *target.per_group.items()] if not 0.0 <= v < 1.0}
+    if bad:
+        raise UnreachableTargetError(f"{target!r}: every prune fraction must be in [0, 1), got {bad}")
     if round_to is not None and round_to < 1:
         raise ConfigError(f"round_to must be a positive integer, got {round_to}")
-    scorer = _importance(importance)
+    scorer = _importance(importance, model, data if data is not None else [example_inputs])
     patterns = list(target.ignore)
     if layout is not None:
         patterns += list(layout.channel_ignore) + list(layout.fixed_channels)
@@ -227,7 +239,7 @@ def plan_channels(
     ignored_paths = {p for p, m in model.named_modules() if any(m is i for i in ignored_modules)}
     expected = _output_shapes(model, example_inputs)
     steps: list[ChannelStep] = []
-    if target.prune == 0.0:
+    if target.prune == 0.0 and not any(target.per_group.values()):
         return steps
     done: set[str] = set()  # layers whose group was pruned or left whole on purpose
     broken: list[str] = []
@@ -237,6 +249,8 @@ def plan_channels(
         work = apply_channels(copy.deepcopy(model), example_inputs, steps)
         dg = dependency_graph(work, example_inputs)
         names = {m: p for p, m in work.named_modules()}
+        if hasattr(scorer, "bind"):
+            scorer.bind(work)
         ignored = [m for p, m in work.named_modules() if p in ignored_paths] + output_layers(dg)
         with torch.no_grad():
             for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
@@ -248,7 +262,7 @@ def plan_channels(
                     continue
                 done.update(layers)
                 root = group[0].dep.target.module
-                idxs = _choose(dg, group, scorer, target.prune, round_to)
+                idxs = _choose(dg, group, scorer, group_fraction(layers, target), round_to)
                 if not idxs:
                     continue
                 step = ChannelStep(layer=names[root], idxs=idxs)
@@ -268,18 +282,20 @@ def _plan_flops(
     example_inputs: ExampleInputs,
     target: ChannelFlops,
     layout: Layout | None,
-    importance: str,
+    importance: Any,
     round_to: int | None,
+    data: list[Any] | None = None,
 ) -> list[ChannelStep]:
     """Bisect the uniform prune fraction: FLOPs after only fall as the fraction grows, so the
     smallest fraction that meets the limit removes the fewest channels."""
     check_ratio(target)
     dense = profile.flops(model, example_inputs)
     limit = target.keep * dense
+    importance = _importance(importance, model, data if data is not None else [example_inputs])  # once, not per try
 
     def attempt(fraction: float) -> tuple[list[ChannelStep], int]:
         ratio = ChannelRatio(fraction, ignore=target.ignore)
-        steps = plan_channels(model, example_inputs, ratio, layout, importance, round_to)
+        steps = plan_channels(model, example_inputs, ratio, layout, importance, round_to, data)
         return steps, profile.flops(apply_channels(copy.deepcopy(model), example_inputs, steps), example_inputs)
 
     if dense <= limit:

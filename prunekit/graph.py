@@ -30,7 +30,8 @@ class Layout(BaseModel):
 
     `include`/`protect` are fnmatch globs over dotted module paths and also cover everything below a
     matching path; `declare` names modules to treat as units even though they are not residual;
-    `channel_ignore`/`fixed_channels` are handed to width pruning.
+    `channel_ignore`/`fixed_channels` are handed to width pruning; `runner` names the registered
+    runner (prunekit.registry.RUNNERS) a latency target times the model with by default.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,6 +41,7 @@ class Layout(BaseModel):
     declare: list[str] = Field(default_factory=list)
     channel_ignore: list[str] = Field(default_factory=list)
     fixed_channels: list[str] = Field(default_factory=list)
+    runner: str | None = None
 
     def includes(self, path: str) -> bool:
         return not self.include or _matches(path, self.include)

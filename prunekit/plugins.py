@@ -24,6 +24,9 @@ def registries() -> types.SimpleNamespace:
         evaluators=registry.EVALUATORS,
         tasks=registry.TASKS,
         commands=registry.COMMANDS,
+        runners=registry.RUNNERS,
+        replacements=registry.REPLACEMENTS,
+        channel_importance=registry.CHANNEL_IMPORTANCE,
     )
 
 

@@ -1,5 +1,6 @@
 """Name -> object registries. Everything a user can select by name (strategies, models, layouts,
-datasets, evaluators, tasks, CLI commands) lives in one of these, filled by prunekit itself and
+datasets, evaluators, tasks, CLI commands, latency runners, structure replacements, channel
+importance measures) lives in one of these, filled by prunekit itself and
 by plugins found through the `prunekit.plugins` entry-point group."""
 
 from __future__ import annotations
@@ -58,3 +59,6 @@ DATASETS: Registry[Callable] = Registry("dataset")
 EVALUATORS: Registry[Callable] = Registry("evaluator")
 TASKS: Registry[Callable] = Registry("task")
 COMMANDS: Registry[object] = Registry("command")
+RUNNERS: Registry[Callable] = Registry("runner")
+REPLACEMENTS: Registry[Callable] = Registry("replacement")
+CHANNEL_IMPORTANCE: Registry[Callable] = Registry("channel importance")

@@ -1,4 +1,5 @@
-"""Applying a plan: remove units from a deep copy of the model, then prune channels.
+"""Applying a plan: remove units from a deep copy of the model, replay its structure replacements
+(prunekit.replace), then prune channels.
 
 Units inside an nn.Sequential / nn.ModuleList are dropped and their siblings re-indexed, so a model
 with blocks removed has the state_dict layout of the same model built with fewer blocks. Any other
@@ -86,10 +87,12 @@ def _is_positional(key: str) -> bool:
     return key.startswith("arg") and key[3:].isdigit()
 
 
-def apply(model: nn.Module, plan: "Plan", example_inputs: Any = None) -> nn.Module:
+def apply(model: nn.Module, plan: "Plan", example_inputs: Any = None, calibration: Any = None) -> nn.Module:
     """Return a pruned deep copy of `model` following `plan`; raises PlanMismatchError if the plan
     was made for a different model. `example_inputs` are only needed for channel steps (they are
-    rebuilt from the plan's recorded shapes when omitted)."""
+    rebuilt from the plan's recorded shapes when omitted). `calibration` (a list of example
+    inputs) is handed to the plan's replacements so they can fit their initial weights; without
+    it they build the same architecture (weights then come from a checkpoint or healing)."""
     from prunekit import profile
 
     got = profile.count_params(model)
@@ -99,6 +102,10 @@ def apply(model: nn.Module, plan: "Plan", example_inputs: Any = None) -> nn.Modu
             f"but {type(model).__name__} has {got:,}"
         )
     pruned = remove_units(model, plan.removed)
+    if plan.replaced:
+        from prunekit.replace import apply_replacements
+
+        apply_replacements(pruned, plan.replaced, plan.removed, model, calibration)
     if plan.channels:
         from prunekit import channels
 
