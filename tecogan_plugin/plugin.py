@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 AREAS = (
     "tecogan_plugin.nets",
+    "tecogan_plugin.fast",
+    "tecogan_plugin.upsampler",
     "tecogan_plugin.layout",
     "tecogan_plugin.convert",
     "tecogan_plugin.data",
