@@ -66,6 +66,9 @@ class TecoGANOptions(StrictModel):
     d_betas: tuple[float, float] = (0.9, 0.999)
     crop_border_ratio: float = Field(0.75, gt=0, le=1)
     calibration_lr_size: PositiveInt = 32
+    # GT crop of the calibration clips (default gt_crop): larger crops give a replacement's fit (the
+    # sub-pixel head's least squares) more pixels per sample
+    calibration_gt_crop: PositiveInt | None = None
     # pruning: open FNet to width pruning (only its 2-channel flow head stays fixed); SRNet only by default
     open_fnet: bool = False
 
@@ -95,9 +98,11 @@ class TecoGANTask:
     def __init__(self, **options: Any) -> None:
         self.opt = validate_config(TecoGANOptions, options, prefix="task.options")
         o = self.opt
-        if o.gt_crop % (8 * o.scale):
-            raise ConfigError(f"task.options.gt_crop: {o.gt_crop} must be a multiple of {8 * o.scale} "
-                              "(the LR crop must be a multiple of 8 for FNet)")
+        for field in ("gt_crop", "calibration_gt_crop"):
+            crop = getattr(o, field)
+            if crop is not None and crop % (8 * o.scale):
+                raise ConfigError(f"task.options.{field}: {crop} must be a multiple of {8 * o.scale} "
+                                  "(the LR crop must be a multiple of 8 for FNet)")
         from prunekit.registry import DATASETS
         from tecogan_plugin.layout import frnet_layout
 
@@ -181,10 +186,10 @@ class TecoGANTask:
         self.d_updates = int(state["d_updates"])
 
     # -------------------------------------------------------------- data
-    def _clips(self, seed: int):
+    def _clips(self, seed: int, gt_crop: int | None = None):
         from prunekit.registry import DATASETS
 
-        o = self.opt
+        o = self.opt.model_copy(update={"gt_crop": gt_crop}) if gt_crop is not None else self.opt
         extra: dict[str, Any] = {"sequences": o.train_sequences} if o.train_sequences else {}
         if o.train_data == "unlabeled":
             extra.update(role=o.unlabeled_role, max_frames=o.unlabeled_max_frames)
@@ -241,7 +246,7 @@ class TecoGANTask:
         with a task loss) score blocks by what they do for the reconstruction. LR-only footage has no GT:
         hr_prev is the bicubic upsampling of LR frame 0 and there are no targets (output-comparing
         strategies such as block_influence work; loss-based ones say they need a task loss)."""
-        clips = self._clips(seed=12345)
+        clips = self._clips(seed=12345, gt_crop=self.opt.calibration_gt_crop)
         order = np.random.default_rng(12345).permutation(len(clips))
         inputs, targets = [], []
         if not self.has_gt:

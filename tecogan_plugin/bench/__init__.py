@@ -15,9 +15,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="published TecoGAN-PyTorch generator (.pth) used as the dense model instead of training")
     p.add_argument("--series", default=None,
-                   help="comma-separated STRATEGY:HEAL[:wFRACTION] series, HEAL in none|plain|distill; wFRACTION "
-                        "also removes that fraction of every prunable channel group, FNet included (e.g. "
-                        "block_influence:plain:w0.5); default: the preset's, e.g. positional:plain,block_influence:plain")
+                   help="comma-separated STRATEGY:HEAL[:wFRACTION][:latFRACTION][:subpixel[K]] series, HEAL in "
+                        "none|plain|distill; wFRACTION also removes that fraction of every prunable channel group "
+                        "(FNet included); latFRACTION: one model keeping that fraction of the dense fast-path "
+                        "latency (blocks and widths planned on measured latency; --blocks does not apply); "
+                        "subpixel[K]: SRNet's ConvTranspose tail replaced by a fitted sub-pixel head (kernel K, "
+                        "default 3); tp:HEAL:latFRACTION is the Torch-Pruning baseline at the same measured "
+                        "latency. E.g. block_influence:distill:lat0.33:subpixel,tp:distill:lat0.33; default: "
+                        "the preset's")
     p.add_argument("--blocks", default=None, help="comma-separated block counts to keep (default 9,7,5,3,1)")
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.add_argument("--lpips-weights", default=None, help="torchvision AlexNet ImageNet weights for LPIPS/tLP")
@@ -60,7 +65,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(registries) -> None:
-    """Add the `bench` command."""
+    """Add the `bench` command and the Torch-Pruning baseline's replacement `tecogan.tp_uniform`."""
     from prunekit.cli import Command
+    from tecogan_plugin.bench.baselines import register as register_baselines
+
+    register_baselines(registries)
 
     registries.commands.register("bench", Command("bench", "Run the bundled TecoGAN pruning benchmark (the study's grid) and write a report.", _arguments, _run))
