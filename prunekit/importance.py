@@ -13,7 +13,8 @@ inputs (calibration batches) for the measures that need them.
   averaged over probes and batches. That is Taylor importance with an output-distillation
   objective (the distillation loss itself has zero gradient at the dense model, so projections of
   the output stand in for it).
-- "activation": mean |activation| of the channel at every layer that produces it, on the data.
+- "activation": mean |activation| of the channel where the next layers read it (after the
+  activation function), on the data.
 
 Measures computed from data are keyed by layer path, so they stay valid on a copy of the model
 (width pruning works on copies): call `bind(model)` with the copy before scoring its groups.
@@ -69,7 +70,7 @@ class _PathImportance(tp.importance.Importance):
     @torch.no_grad()
     def __call__(self, group: Any) -> torch.Tensor | None:
         n = len(group[0].idxs)
-        probes = next(iter(self.out.values())).shape[0] if self.out else 1
+        probes = next(iter({**self.out, **self.inp}.values())).shape[0] if self.out or self.inp else 1
         total = torch.zeros(probes, n, dtype=torch.float64)
         found = False
         for i, (dep, idxs) in enumerate(group):
@@ -127,7 +128,8 @@ def taylor(model: nn.Module, data: list[Any], probes: int = TAYLOR_PROBES, seed:
 
 
 def activation(model: nn.Module, data: list[Any]) -> _PathImportance:
-    """Mean |output| of every channel of every conv / linear layer over the calibration data."""
+    """Mean |activation| of every channel over the calibration data, taken where the channel is
+    consumed (the input of each conv / linear layer, i.e. after the activation function)."""
     imp = _PathImportance(square=False)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -135,14 +137,16 @@ def activation(model: nn.Module, data: list[Any]) -> _PathImportance:
     def hook_for(path: str, layer: nn.Module) -> Callable:
         dim = -1 if isinstance(layer, nn.Linear) else 1
 
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            a = output.detach().abs().movedim(dim, 0).flatten(1)
+        def hook(module: nn.Module, args: tuple) -> None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                return
+            a = args[0].detach().abs().movedim(dim, 0).flatten(1)
             sums[path] = sums.get(path, 0) + a.sum(1).double().cpu()
             counts[path] = counts.get(path, 0) + a.shape[1]
 
         return hook
 
-    handles = [m.register_forward_hook(hook_for(p, m)) for p, m in model.named_modules() if isinstance(m, _LAYERS)]
+    handles = [m.register_forward_pre_hook(hook_for(p, m)) for p, m in model.named_modules() if isinstance(m, _LAYERS)]
     try:
         with eval_mode(model), torch.no_grad():
             for batch in data:
@@ -150,7 +154,7 @@ def activation(model: nn.Module, data: list[Any]) -> _PathImportance:
     finally:
         for h in handles:
             h.remove()
-    imp.out = {p: (s / counts[p]).float().unsqueeze(0) for p, s in sums.items()}
+    imp.inp = {p: (s / counts[p]).float().unsqueeze(0) for p, s in sums.items()}
     return imp.bind(model)
 
 

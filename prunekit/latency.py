@@ -125,7 +125,13 @@ def summary(times: list[float]) -> dict[str, float]:
     med = statistics.median(ordered)
     q = statistics.quantiles(ordered, n=4) if len(ordered) >= 2 else [med, med, med]
     return {"median_ms": med, "min_ms": ordered[0], "max_ms": ordered[-1],
-            "spread": (q[2] - q[0]) / med if med > 0 else 0.0, "repeats": len(ordered)}
+            "spread": (q[2] - q[0]) / med if med > 0 else 0.0, "repeats": len(ordered), "times_ms": list(times)}
+
+
+def paired_ratio(stats: dict[str, dict[str, Any]], name: str, reference: str) -> float:
+    """Median over rounds of `name`'s time / `reference`'s time in the same round of a `compare`:
+    each pair ran back to back, so a burst of load on a shared machine cancels out."""
+    return statistics.median(a / b for a, b in zip(stats[name]["times_ms"], stats[reference]["times_ms"]))
 
 
 def measure(

@@ -46,7 +46,7 @@ from prunekit import latency as lat
 from prunekit.profile import call_model, eval_mode
 from prunekit.replace import Replacement, apply_replacements
 
-DEFAULT_TOLERANCE = 0.06  # accept a measured ratio in [goal * (1 - tol), goal]
+DEFAULT_TOLERANCE = 0.08  # accept a measured ratio in [goal * (1 - tol), goal]; aim at the middle
 MAX_ITERATIONS = 7
 STEPS_PER_GROUP = 8
 
@@ -119,7 +119,7 @@ class MeasuredCost:
     against the dense one with `prunekit.latency.compare`."""
 
     def __init__(self, table: lat.LatencyTable, runner: tuple[str, lat.Runner], inputs: Any, threads: int,
-                 clock: str, device: torch.device, rounds: int = 5, layer_repeats: int = 5) -> None:
+                 clock: str, device: torch.device, rounds: int = 7, layer_repeats: int = 5) -> None:
         self.table, self.runner, self.inputs = table, runner, inputs
         self.threads, self.clock, self.device = threads, clock, device
         self.rounds, self.layer_repeats = rounds, layer_repeats
@@ -162,7 +162,8 @@ class MeasuredCost:
         stats = lat.compare({"dense": dense, "candidate": candidate}, self.inputs, self.runner[1],
                             rounds=self.rounds, warmup=1, threads=self.threads, clock=self.clock)
         d, c = stats["dense"], stats["candidate"]
-        return d["median_ms"], c["median_ms"], {"spread": max(d["spread"], c["spread"])}
+        return d["median_ms"], c["median_ms"], {"spread": max(d["spread"], c["spread"]),
+                                                "ratio": lat.paired_ratio(stats, "candidate", "dense")}
 
 
 # --------------------------------------------------------------------------- search space
@@ -538,7 +539,7 @@ def _correct(path: list[PathPoint], est: Estimator, costs: CostModel, dense: nn.
     for _ in range(max_iterations):
         removed, steps, built = realize(base, dense, path[index].state, groups, replaced, example_inputs, scorer, verified)
         dense_ms, cand_ms, info = costs.compare(dense, built)
-        ratio = cand_ms / dense_ms
+        ratio = info.get("ratio", cand_ms / dense_ms)
         goal = goal_ratio(dense_ms)
         aim = goal * (1 - tolerance / 2)
         measured[index] = (ratio, dense_ms, cand_ms, removed, steps, info.get("spread", 0.0))

@@ -45,6 +45,11 @@ class PruneConfig(StrictModel):
     strategy: str = "block_influence"
     strategy_kwargs: dict[str, Any] = Field(default_factory=dict)
     target: Target | list[Target]
+    channel_importance: str = "l2"
+    round_to: int | None = Field(default=None, ge=1)
+    replace: list[dict[str, Any]] = Field(default_factory=list)
+    runner: str | None = None
+    latency_cache: str | None = None
     out: str
     seed: int = 0
 
@@ -76,7 +81,12 @@ def report_markdown(cfg: PruneConfig, p: Plan) -> str:
         f"- targets: {targets}",
         f"- example inputs: {p.input_shapes}",
         f"- removed units ({len(p.removed)}): {', '.join(p.removed) or 'none'}",
-        f"- channel steps: {len(p.channels)}",
+        f"- channel steps: {len(p.channels)}"
+        + (f" (importance `{p.channel_importance}`, round_to {p.round_to})" if p.channels else ""),
+        f"- replaced: {', '.join(f'{r.name} {r.paths}' for r in p.replaced) or 'none'}",
+        *([f"- latency ({p.latency.runner}, {p.latency.threads} thread(s), {p.latency.hardware}, "
+           f"{p.latency.shapes}): dense {p.latency.dense_ms:.2f} ms, planned {p.latency.planned_ms:.2f} ms, "
+           f"measured {p.latency.measured_ms:.2f} ms ({100 * p.latency.kept:.1f}%)"] if p.latency else []),
         "",
         "| | before | after | kept |",
         "|---|---:|---:|---:|",
@@ -94,7 +104,9 @@ def prune_from_config(cfg: PruneConfig, out: str | None = None) -> Plan:
     inputs = example_inputs_for(cfg.model, cfg.input_shapes, cfg.model_kwargs, seed=cfg.seed)
     graph = analyze(model, inputs, resolve_layout(cfg.layout or default_layout_name(cfg.model)))
     targets = cfg.target if isinstance(cfg.target, list) else [cfg.target]
-    result = plan(model, graph, strategy=cfg.strategy, target=targets, **cfg.strategy_kwargs)
+    result = plan(model, graph, strategy=cfg.strategy, target=targets, channel_importance=cfg.channel_importance,
+                  round_to=cfg.round_to, replace=cfg.replace or None, runner=cfg.runner,
+                  latency_cache=cfg.latency_cache, **cfg.strategy_kwargs)
     from prunekit.surgery import apply
 
     pruned = apply(model, result, inputs)

@@ -397,6 +397,8 @@ class _Engine:
                 targets = [_relative_target(targets[0], self.model, self.reference(), self.plan, example)]
             data = to_device(self.task.calibration(stage.calibration), self.device) if stage.calibration else None
             step = make_plan(self.model, graph, strategy=stage.strategy, target=targets, data=data,
+                             channel_importance=stage.channel_importance, round_to=stage.round_to,
+                             replace=stage.replace or None, runner=stage.runner, latency_cache=stage.latency_cache,
                              **stage.strategy_kwargs)
             if stage.iterative is not None and len(step.removed) > stage.iterative.remove:
                 order = sorted(step.removed, key=lambda p: step.scores.get(p, 0.0))
@@ -406,7 +408,11 @@ class _Engine:
             self.model.train()
         step_plan_json, done = dd.broadcast((step_plan_json, done), self.dist)
         step = Plan.model_validate_json(step_plan_json)
-        pruned = apply(self.model, step, to_device(self.task.example_inputs(), self.device)).to(self.device)
+        calib = None  # replacements fit their initial weights on the calibration batches (same on every rank)
+        if step.replaced and stage.calibration:
+            calib = to_device(self.task.calibration(stage.calibration), self.device)
+        pruned = apply(self.model, step, to_device(self.task.example_inputs(), self.device),
+                       calibration=calib).to(self.device)
         if stage.iterative is not None:  # the step removed a subset: measure what is really left
             from prunekit import profile
 
@@ -435,7 +441,14 @@ class _Engine:
         scores.update({inverse[p]: v for p, v in step.scores.items() if p in inverse})
         stats = Stats(params_before=self.plan.stats.params_before, params_after=profile.count_params(pruned),
                       flops_before=self.plan.stats.flops_before, flops_after=step.stats.flops_after)
+        if step.replaced and self.plan.channels:
+            raise ConfigError("a prune stage with replacements must come before any stage that prunes channels "
+                              "(replacements are replayed before channel steps)")
+        replaced = [r.model_copy(update={"paths": [inverse[p] for p in r.paths]}) for r in step.replaced]
         return self.plan.model_copy(update={
+            "replaced": list(self.plan.replaced) + replaced, "latency": step.latency or self.plan.latency,
+            "channel_importance": step.channel_importance or self.plan.channel_importance,
+            "round_to": step.round_to or self.plan.round_to,
             "removed": before + mapped, "channels": list(self.plan.channels) + list(step.channels),
             "strategy": step.strategy or self.plan.strategy, "targets": step.targets, "scores": scores,
             "stats": stats})
