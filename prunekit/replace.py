@@ -158,7 +158,12 @@ def apply_replacements(
     dense: nn.Module,
     calibration: Iterable[Any] | None = None,
 ) -> nn.Module:
-    """Replay replacement steps in place on `model` (= `dense` after removing `removed`)."""
+    """Replay replacement steps in place on `model` (= `dense` after removing `removed`). `calibration`
+    is a list of example-input batches or a strategies.Calibration (its inputs are used)."""
+    from prunekit.strategies import Calibration
+
+    if isinstance(calibration, Calibration):
+        calibration = calibration.inputs
     batches = list(calibration) if calibration is not None else None
     for step in steps:
         replace_in_place(model, step, _checked_paths(model, step, removed, dense), batches)
