@@ -189,7 +189,8 @@ def write_results(rows: Sequence[dict], meta: dict, out_dir: Path) -> None:
     flat = flat_rows(rows)
     if flat:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(flat[0]))
+        fields = list(dict.fromkeys(k for row in flat for k in row))  # some rows carry extra fields (tp_ratio)
+        writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         writer.writerows(flat)
         atomic_write(out_dir / "results.csv", buf.getvalue().encode())
