@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--kernels", default="3,5")
     ap.add_argument("--calibration", type=int, default=16, help="calibration steps (training clips)")
     ap.add_argument("--crop", type=int, default=128, help="GT crop of the calibration clips")
-    ap.add_argument("--ridge", type=float, default=1e-4)
+    ap.add_argument("--ridge", type=float, default=1e-2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -73,7 +73,7 @@ def _targets(target: torch.Tensor, scale: int) -> torch.Tensor:
 
 @torch.no_grad()
 def fit_head(head: SubPixelHead, features: Iterable[torch.Tensor], targets: Iterable[torch.Tensor],
-             ridge: float = 1e-4, chunk: int = 4096) -> dict[str, float]:
+             ridge: float = 1e-2, chunk: int = 4096) -> dict[str, float]:
     """Set `head`'s weights to the ridge least-squares map from trunk features to the original tail's
     output. `features[i]` is (N, nf, h, w) (what the old upsampler received), `targets[i]` is
     (N, out_nc, s*h, s*w) (what the old tail returned). `ridge` is relative to the mean feature energy
@@ -125,7 +125,7 @@ def subpixel_tail(conv_up: nn.Module, conv_out: nn.Module, kernel: int = 3) -> S
 
 
 def subpixel_head_replacement(modules: list[nn.Module], calib=None, kernel: int = 3,
-                              ridge: float = 1e-4) -> list[nn.Module]:
+                              ridge: float = 1e-2) -> list[nn.Module]:
     """The `tecogan.subpixel_head` replacement: [conv_up, conv_out] -> [SubPixelHead, Identity].
 
     With `calib` (a prunekit ReplacementCalibration of both paths), the head is fitted to what the
@@ -160,7 +160,7 @@ def calibration_tail(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, ...]
 
 
 def replace_tail(model: nn.Module, kernel: int = 3, calibration: Iterable[tuple[torch.Tensor, ...]] | None = None,
-                 ridge: float = 1e-4) -> dict[str, float]:
+                 ridge: float = 1e-2) -> dict[str, float]:
     """Swap an FRNet's SRNet tail for a sub-pixel head in place (without the core's plan machinery),
     fitted on `calibration` (FRNet step inputs) when given; returns the fit statistics."""
     stats: dict[str, float] = {}

@@ -9,7 +9,7 @@ from prunekit.errors import ConfigError
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", choices=["tecogan"], help="which benchmark to run")
-    p.add_argument("--preset", default="quick", help="quick (default: built-in data, CPU, minutes) or paper")
+    p.add_argument("--preset", default="quick", help="quick (default: built-in data, CPU, minutes), paper, or smoke (a pipeline check)")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-tecogan-<preset>)")
     p.add_argument("--data-root", default=None, help="folder holding REDS/, Vid4/, ToS3/ (paper preset)")
     p.add_argument("--checkpoint", default=None,

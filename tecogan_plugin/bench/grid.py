@@ -23,6 +23,7 @@ from prunekit import profile
 from prunekit.checkpoint import load
 from prunekit.errors import ConfigError
 from prunekit.fileio import atomic_write
+from prunekit.latency import paired_ratio
 from prunekit.registry import DATASETS, STRATEGIES
 from prunekit.schedule import run as run_schedule
 from prunekit.schedule.logging import progress_bar
@@ -194,7 +195,7 @@ class Bench:
 
         def measure(candidate: nn.Module) -> float:
             stats = self.measure_latency({"dense": dense, "candidate": candidate}, progress=False)
-            return stats["candidate"]["median_ms"] / stats["dense"]["median_ms"]
+            return paired_ratio(stats, "candidate", "dense")
 
         ratio, trace = match_latency(dense, keep, measure, steps=steps,
                                      on_step=lambda r, v: _say(f"  tp ratio {r:.4f}: {v:.3f} x dense latency"))
@@ -206,7 +207,8 @@ class Bench:
                         ) -> dict[str, dict[str, float]]:
         """One step of each model on the fast path (runner `tecogan.fast`), timed in interleaved rounds
         (a, b, c, a, b, c, ...) after one warm-up call each, so load changes hit every model alike.
-        Median, quartiles and extremes per model; the clock is prunekit.latency's (CPU time of the
+        Median, quartiles, extremes and every time per model (ratios between models are taken per
+        round: prunekit.latency.paired_ratio); the clock is prunekit.latency's (CPU time of the
         thread for one-thread CPU runs: stable on a shared machine)."""
         from prunekit.latency import Timer, num_threads, pick_clock, resolve_runner
 
@@ -233,7 +235,7 @@ class Bench:
         for k, v in times.items():
             q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
             out[k] = {"median_ms": statistics.median(v), "p25_ms": q[0], "p75_ms": q[2], "min_ms": min(v),
-                      "max_ms": max(v), "rounds": len(v), "clock": clock, "threads": threads}
+                      "max_ms": max(v), "rounds": len(v), "clock": clock, "threads": threads, "times_ms": v}
         return out
 
     def latencies(self, models: dict[str, nn.Module]) -> dict[str, dict[str, float]]:
@@ -408,7 +410,7 @@ class Bench:
             lat = latency[r["key"]]
             r.update(latency_ms=lat["median_ms"], latency_p25_ms=lat["p25_ms"], latency_p75_ms=lat["p75_ms"],
                      latency_min_ms=lat["min_ms"], latency_max_ms=lat["max_ms"],
-                     latency_ratio=lat["median_ms"] / latency["dense"]["median_ms"])
+                     latency_ratio=paired_ratio(latency, r["key"], "dense"))
             r["params_fnet"] = r["params_total"] - r["params_srnet"]  # FRNet = FNet + SRNet
             r["params_removed_fnet_pct"] = 100 * (1 - r["params_fnet"] / dense["params_fnet"])
             r["params_removed_total_pct"] = 100 * (1 - r["params_total"] / dense["params_total"])
@@ -468,7 +470,8 @@ def run_bench(preset: BenchPreset, out_dir: str | Path, *, data_root: str | Path
         "latency": (f"one recurrent FRNet step at LR {preset.latency_lr_size[0]}x{preset.latency_lr_size[1]} on "
                     f"{bench.device} ({preset.threads or torch.get_num_threads()} thread(s)), fast path (runner "
                     f"{RUNNER}: make_fast), all models interleaved over {preset.latency_repeats} rounds after one "
-                    "warm-up each; median, with the quartiles (IQR) and extremes in results.json"),
+                    "warm-up each; median, with the quartiles (IQR) and extremes in results.json; `latency vs dense` is "
+                    "the median of the per-round ratios to the dense model"),
         "unavailable_metrics": bench.unavailable,
     }
     write_results(rows, meta, out)

@@ -1,7 +1,8 @@
 """Benchmark presets: what `prunekit bench tecogan --preset NAME` trains, prunes and evaluates.
 
 `quick` is a smoke-scale run on the built-in synthetic data that finishes in minutes on a 2-core
-CPU; its numbers show the pipeline and relative trends, not the study's values. `paper` is the
+CPU; its numbers show the pipeline and relative trends, not the study's values. `smoke` is smaller
+still: a pipeline check whose numbers mean nothing. `paper` is the
 study's protocol (REDS training, train -> prune -> fine-tune with 300k iterations each, Vid4 and
 ToS3 evaluation) and needs a GPU, the datasets, and the VGG19/AlexNet weights."""
 
@@ -192,7 +193,34 @@ PAPER = BenchPreset(
     latency_repeats=20,
 )
 
-PRESETS = {p.name: p for p in (QUICK, PAPER)}
+SMOKE = BenchPreset(
+    name="smoke",
+    description=(
+        "Pipeline check only (about a minute of training): a narrow FRNet (nf 32, 4 blocks) trained 40 "
+        "iterations on the built-in videos, healed 10 iterations, latency timed at LR 64x96. Its numbers mean "
+        "nothing; it runs every kind of series end to end (e.g. benchmarks/compression_study.sh smoke)."
+    ),
+    task={
+        "objective": "frvsr", "nf": 32, "nb": 4, "gt_crop": 32, "tempo_extent": 3, "calibration_lr_size": 16,
+        "train_data": "builtin", "eval_data": "builtin", "eval_metrics": ["psnr"],
+    },
+    train={"iterations": 40, "batch": 2, "optimizer": {"lr": 1e-3}},
+    finetune={"iterations": 10, "batch": 2, "optimizer": {"lr": 5e-4}},
+    calibration=4,
+    surgery_gt_crop=64,
+    blocks=[3, 1],
+    series=[Series(strategy="positional", finetune="distill"),
+            Series(strategy="block_influence", finetune="distill", latency=0.5, subpixel=3)],
+    eval_sets=[EvalSet(dataset="builtin", label="builtin-test")],
+    metrics=["psnr", "ssim"],
+    latency_lr_size=(64, 96),
+    latency_repeats=3,
+    tp_bisection_steps=4,
+    device="cpu",
+    threads=1,
+)
+
+PRESETS = {p.name: p for p in (QUICK, PAPER, SMOKE)}
 
 
 def get_preset(name: str) -> BenchPreset:
