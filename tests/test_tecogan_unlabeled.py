@@ -140,3 +140,35 @@ def test_gt_free_healing_moves_the_pruned_model_towards_the_teacher(tmp_path):
     before = _distance_to_teacher(unhealed, dense, held_out)
     after = _distance_to_teacher(healed.model, dense, held_out)
     assert after < 0.8 * before, (before, after)
+
+
+def test_guide_workflow_runs_from_a_published_pth(tmp_path):
+    """docs/guide/compress-your-footage.md end to end at tiny scale: `prunekit convert`, its YAML (sizes,
+    paths and iterations shrunk), then `prunekit upscale` with the compressed model."""
+    import re
+
+    import yaml
+
+    from prunekit.cli import main
+
+    guide = Path(__file__).resolve().parents[1] / "docs" / "guide" / "compress-your-footage.md"
+    cfg = yaml.safe_load(re.search(r"```yaml\n(.*?)```", guide.read_text(), re.S).group(1))
+    torch.manual_seed(0)
+    torch.save(FRNet(nf=8, nb=3).state_dict(), tmp_path / "G.pth")
+    assert main(["convert", "tecogan", str(tmp_path / "G.pth"), str(tmp_path / "dense")]) == 0
+    footage = _png_folder(tmp_path / "footage", n=8, h=24, w=32)
+    options = cfg["task"]["options"]
+    options.update(nf=8, nb=3, train_root=str(footage), gt_crop=64, calibration_gt_crop=64, tempo_extent=3,
+                   eval_sequences=["00_coffee"], eval_max_frames=6)
+    prune, tune = cfg["stages"]
+    assert prune["replace"][0]["name"] == "tecogan.subpixel_head" and tune["distill"]["weight"] > 0
+    prune.update(calibration=2)
+    prune["target"].update(keep=0.9, shape={"arg0": [1, 3, 32, 48], "arg1": [1, 3, 32, 48], "arg2": [1, 3, 128, 192]})
+    tune.update(iterations=3, batch=1, eval_every=None)
+    prune["latency_cache"] = str(tmp_path / "latency_cache")
+    cfg.update(out_dir=str(tmp_path / "run"), init_checkpoint=str(tmp_path / "dense"), progress=False)
+    result = run(cfg)
+    assert result.plan.replaced[0].name == "tecogan.subpixel_head" and result.plan.latency is not None
+    out = tmp_path / "up"
+    assert main(["upscale", str(footage), "--model", str(tmp_path / "run" / "final"), "--out", str(out)]) == 0
+    assert len(list(out.glob("*.png"))) == 8

@@ -30,8 +30,8 @@ PUBLISHED_SUFFIXES = (".pth", ".pt")
 
 
 def _dense_config(directory: Path, removed: list[str], width_given: bool | None) -> dict[str, Any]:
-    """Dense FRNet options for a checkpoint folder: `frnet.json` when `prunekit convert` wrote one, else
-    read off the (possibly block-pruned) weights, counting the blocks the plan removed back in. Width
+    """Dense FRNet options for a checkpoint folder: `frnet.json` when `prunekit convert` wrote one, the
+    task options of the TecoGAN schedule run it is the `final/` of, else read off the (possibly block-pruned) weights, counting the blocks the plan removed back in. Width
     pruning changes nf, so then nf must come from frnet.json or the caller (`width_given`: None when the
     plan has no channel steps)."""
     from prunekit.checkpoint import WEIGHTS_FILE, read_weights
@@ -43,6 +43,14 @@ def _dense_config(directory: Path, removed: list[str], width_given: bool | None)
             return dict(json.loads(build_file.read_text())["build_kwargs"])
         except (ValueError, KeyError, TypeError) as exc:  # ValueError: JSON errors, or build_kwargs not a mapping
             raise CheckpointError(f"invalid {build_file}: {exc}") from exc
+    run_config = directory.parent / "config.json"  # a TecoGAN schedule run's final/: its task options
+    if run_config.is_file():
+        task = json.loads(run_config.read_text()).get("task", {})
+        if str(task.get("name", "")).startswith("tecogan."):
+            from tecogan_plugin.train import TecoGANOptions
+
+            o = TecoGANOptions.model_validate(task.get("options") or {})
+            return {"nf": o.nf, "nb": o.nb, "scale": o.scale, "degradation": o.degradation}
     if width_given is False:
         raise CheckpointError(
             f"{directory}: width-pruned checkpoint without {BUILD_FILE}; pass the dense model's nf "
