@@ -27,7 +27,7 @@ from prunekit.latency import paired_ratio
 from prunekit.registry import DATASETS, STRATEGIES
 from prunekit.schedule import run as run_schedule
 from prunekit.schedule.logging import progress_bar
-from tecogan_plugin.bench.baselines import TP_PATHS, TP_REPLACEMENT, BicubicModel, match_latency, tp_uniform
+from tecogan_plugin.bench.baselines import TP_PATHS, TP_REPLACEMENT, BicubicModel, match_latency
 from tecogan_plugin.bench.presets import TP, BenchPreset, Series
 from tecogan_plugin.bench.report import crop_figure, detail_box, markdown_tables, series_label, write_results
 from tecogan_plugin.data.frames import read_frame, write_frame
