@@ -132,6 +132,8 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
     Raises OutputError naming the path, the problem and what to do.
     """
     real = _real(out)
+    if kind == "file" and real.is_dir():
+        raise OutputError(f"{what} {out}: is a folder; give a file name")
     for source in inputs:
         if source is None:
             continue
