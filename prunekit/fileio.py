@@ -116,6 +116,25 @@ def _within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
+def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], *,
+                    what: str = "output") -> Path:
+    """OutputError when `out` is, contains or sits inside one of `inputs` (None entries skipped; real
+    paths, symlinks resolved); returns the real path of `out`. The first rule of `check_output`."""
+    real = _real(out)
+    for source in inputs:
+        if source is None:
+            continue
+        src = _real(source)
+        if _within(real, src):
+            relation = "is" if real == src else "is inside"
+            raise OutputError(f"{what} {out}: {relation} the input {source}; writing there would overwrite the "
+                              f"input. Choose an output outside {source}")
+        if _within(src, real):
+            raise OutputError(f"{what} {out}: contains the input {source}; replacing it would delete the input. "
+                              "Choose an output that does not hold the command's inputs")
+    return real
+
+
 def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), *,
                  kind: Literal["file", "folder"], allow_existing: bool = False,
                  marker: str | Callable[[Path], bool] | None = None, what: str = "output",
@@ -134,17 +153,7 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
     real = _real(out)
     if kind == "file" and real.is_dir():
         raise OutputError(f"{what} {out}: is a folder; give a file name")
-    for source in inputs:
-        if source is None:
-            continue
-        src = _real(source)
-        if _within(real, src):
-            relation = "is" if real == src else "is inside"
-            raise OutputError(f"{what} {out}: {relation} the input {source}; writing there would overwrite the "
-                              f"input. Choose an output outside {source}")
-        if _within(src, real):
-            raise OutputError(f"{what} {out}: contains the input {source}; replacing it would delete the input. "
-                              "Choose an output that does not hold the command's inputs")
+    check_not_input(out, inputs, what=what)
     for parent in real.parents:
         if parent.exists():
             if not parent.is_dir():

@@ -332,3 +332,15 @@ def test_bench_out_never_replaces_a_foreign_folder(tmp_path, capsys):
     assert main(["bench", "tecogan", "--out", str(foreign), "--fresh", "--checkpoint", str(ckpt)]) == 2
     one_line_error(capsys, "contains the input")
     assert ckpt.read_bytes() == b"weights"
+
+
+def test_upscale_never_writes_into_its_input(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    (frames / "0000.png").write_bytes(png.tobytes())
+    before = digest(frames)
+    for out in (frames, frames / "sr", tmp_path):
+        assert main(["upscale", str(frames), "--model", str(tmp_path / "nope"), "--out", str(out)]) == 2
+        one_line_error(capsys, "--out", "input")
+    assert digest(frames) == before
