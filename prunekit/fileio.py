@@ -125,9 +125,11 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike |
         if source is None:
             continue
         src = _real(source)
+        if real == src:
+            raise OutputError(f"{what} {out}: is the input itself; writing there would overwrite it. Choose "
+                              "another output path")
         if _within(real, src):
-            relation = "is" if real == src else "is inside"
-            raise OutputError(f"{what} {out}: {relation} the input {source}; writing there would overwrite the "
+            raise OutputError(f"{what} {out}: is inside the input {source}; writing there could overwrite the "
                               f"input. Choose an output outside {source}")
         if _within(src, real):
             raise OutputError(f"{what} {out}: contains the input {source}; replacing it would delete the input. "
