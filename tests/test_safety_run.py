@@ -131,8 +131,11 @@ def test_a_killed_runs_lock_is_taken_over_and_its_leftovers_removed(tmp_path):
     leftover = out / "checkpoints" / ".tmp-ckpt-abc123"
     (leftover / "model").mkdir(parents=True)
     (out / ".metrics.csv.x1y2.tmp").write_text("half")
-    with pytest.warns(UserWarning, match=rf"run of PID {child.pid} ended without releasing its lock"):
+    with pytest.warns(UserWarning) as caught:
         result = run(small(out), resume=True)  # no checkpoint yet: starts from the beginning
+    messages = [str(w.message) for w in caught]
+    assert any(f"run of PID {child.pid} ended without releasing its lock" in m for m in messages), messages
+    assert any("stopped before its first checkpoint; starting it from the beginning" in m for m in messages)
     assert not leftover.exists() and not (out / ".metrics.csv.x1y2.tmp").exists()
     assert len(result.model.blocks) == 2
 

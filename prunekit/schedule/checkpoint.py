@@ -189,20 +189,23 @@ def read_checkpoint(folder: Path, build: Callable[[], nn.Module]) -> tuple[dict[
     return state, model, plan
 
 
-def newest_valid(ckpt_dir: Path, build: Callable[[], nn.Module]) -> tuple[Path, dict[str, Any], nn.Module, Any] | None:
+def newest_valid(ckpt_dir: Path, build: Callable[[], nn.Module], move_aside: bool = True
+                 ) -> tuple[Path, dict[str, Any], nn.Module, Any] | None:
     """The newest checkpoint that reads back whole. Unreadable newer ones (a disk fault, a truncated
-    copy) are renamed `corrupt-ckpt-...`, with a warning, so the run continues from the one before."""
+    copy) are renamed `corrupt-ckpt-...` (by the process given `move_aside`: one rank of a DDP run),
+    with a warning, so the run continues from the one before."""
     bad: list[str] = []
     for folder in reversed(list_checkpoints(ckpt_dir)):
         try:
             state, model, plan = read_checkpoint(folder, build)
         except PrunekitError as exc:
             aside = folder.with_name(f"corrupt-{folder.name}")
-            shutil.rmtree(aside, ignore_errors=True)
-            os.rename(folder, aside)
             bad.append(f"{folder.name}: {exc}")
-            warnings.warn(f"run checkpoint {folder} is unreadable ({exc}); moved to {aside.name}, resuming from "
-                          "the previous one", stacklevel=2)
+            if move_aside:
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(folder, aside)
+                warnings.warn(f"run checkpoint {folder} is unreadable ({exc}); moved to {aside.name}, resuming "
+                              "from the previous one", stacklevel=2)
             continue
         return folder, state, model, plan
     if bad:

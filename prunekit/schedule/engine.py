@@ -209,7 +209,7 @@ class _Engine:
             self.task.setup(self._context())
         if resume and self._config_file().is_file():
             self._check_same_schedule()
-        found = ckpt.newest_valid(self.ckpt_dir, self.task.build_model) if resume else None
+        found = ckpt.newest_valid(self.ckpt_dir, self.task.build_model, self.dist.is_main) if resume else None
         if found is not None:
             folder, state, model, plan = found
             ckpt.check_identity(state.get("run"), self._identity(), folder)
