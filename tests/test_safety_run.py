@@ -291,3 +291,16 @@ def test_resume_after_a_kill_during_the_final_write_adds_no_rows(tmp_path):
     final = load(out / "final", build=lambda: again.model.__class__(4, 8))
     for k, v in again.model.state_dict().items():
         assert torch.equal(v, final.state_dict()[k])
+
+
+def test_check_identity_names_each_difference(tmp_path):
+    from prunekit.schedule.checkpoint import check_identity, run_identity
+
+    now = run_identity({"seed": 1}, torch.device("cpu"), 1)
+    check_identity(dict(now), now, tmp_path / "checkpoints" / "ckpt-1")
+    recorded = {**now, "device": "cuda", "world_size": 2}
+    with pytest.raises(ConfigError, match=r"device: the run used 'cuda', this process has 'cpu'.*world_size: the run "
+                                          r"used 2"):
+        check_identity(recorded, now, tmp_path / "checkpoints" / "ckpt-1")
+    with pytest.raises(ConfigError, match=r"does not record the settings it was made with"):
+        check_identity(None, now, tmp_path / "checkpoints" / "ckpt-1")
