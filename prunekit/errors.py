@@ -45,3 +45,8 @@ class DataError(PrunekitError, ValueError):
 class TrainingDivergedError(PrunekitError, FloatingPointError):
     """A training loss became NaN or Inf (the message names stage and iteration; the last good
     checkpoint is kept)."""
+
+
+class OutputError(PrunekitError, ValueError):
+    """An output path would overwrite or delete something the user owns (an input, a foreign file or
+    folder), or is in use by another run; nothing was written."""

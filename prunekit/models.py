@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from prunekit.errors import UnknownNameError
+from prunekit.errors import ConfigError, UnknownNameError
 from prunekit.registry import MODELS
 
 
@@ -27,5 +27,25 @@ def resolve_factory(spec: str) -> Callable[..., nn.Module]:
 
 
 def build_model(spec: str, **kwargs: Any) -> nn.Module:
-    """Build a model from a registered name or `package.module:factory`, passing keyword options."""
-    return resolve_factory(spec)(**kwargs)
+    """Build a model from a registered name or `package.module:factory`, passing keyword options;
+    options the factory does not take are a ConfigError naming them (checked before it is called)."""
+    import inspect
+
+    factory = resolve_factory(spec)
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call speak
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            accepted = [n for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            raise ConfigError(f"model_kwargs for {spec!r}: {exc}; it accepts {accepted}") from None
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:  # a factory passing **kwargs on (to a class): its binding error is the user's
+        if not any(m in str(exc) for m in ("unexpected keyword argument", "required positional argument",
+                                           "required keyword-only argument", "multiple values for")):
+            raise
+        raise ConfigError(f"model_kwargs for {spec!r}: {exc}") from None

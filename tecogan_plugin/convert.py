@@ -107,20 +107,22 @@ def load_published_generator(
 
 
 def convert(src: str | os.PathLike, out_dir: str | os.PathLike, degradation: str | None = None,
-            scale: int | None = None) -> Path:
-    """Write `src` as a prunekit checkpoint (identity plan, nothing removed) plus `frnet.json`."""
+            scale: int | None = None, overwrite: bool = False) -> Path:
+    """Write `src` as a prunekit checkpoint (identity plan, nothing removed) plus `frnet.json`. `out_dir`
+    must be new or empty, or with `overwrite` an earlier conversion (it holds frnet.json); never `src`'s folder."""
     from prunekit.checkpoint import save
-    from prunekit.fileio import atomic_write
+    from prunekit.fileio import atomic_dir, atomic_write, check_output
     from prunekit.plan import Plan
 
+    target = check_output(out_dir, [src], kind="folder", allow_existing=overwrite, marker=BUILD_FILE, what="out_dir")
     model = load_published_generator(src, degradation=degradation, scale=scale)
     options = infer_options(model.state_dict())
     options["degradation"] = model.degradation
     plan = Plan.identity(model, frnet_example_inputs(scale=model.scale))
-    out = save(model, plan, out_dir)
-    atomic_write(Path(out) / BUILD_FILE, json.dumps({"build": "tecogan.frnet", "build_kwargs": options},
-                                                    indent=2))
-    return Path(out)
+    with atomic_dir(target) as tmp:
+        save(model, plan, tmp)
+        atomic_write(tmp / BUILD_FILE, json.dumps({"build": "tecogan.frnet", "build_kwargs": options}, indent=2))
+    return Path(out_dir)
 
 
 def load_converted(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FRNet:
@@ -143,10 +145,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="directory for plan.json + model.safetensors")
     parser.add_argument("--degradation", choices=["BD", "BI"], default=None, help="override BD/BI (default: from keys)")
     parser.add_argument("--scale", type=int, default=None, help="expected scale (checked against the file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier conversion in OUT_DIR")
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = convert(args.src, args.out_dir, degradation=args.degradation, scale=args.scale)
+    out = convert(args.src, args.out_dir, degradation=args.degradation, scale=args.scale, overwrite=args.overwrite)
     options = json.loads((out / BUILD_FILE).read_text())["build_kwargs"]
     print(f"wrote {out} (FRNet {', '.join(f'{k}={v}' for k, v in options.items())})")
     return 0

@@ -9,7 +9,9 @@ Example (YAML)::
     target: {kind: keep_blocks, n: 5}
     out: runs/frnet-5blocks
 
-Writes OUT/plan.json, OUT/model.safetensors, OUT/report.json and OUT/report.md.
+Writes OUT/plan.json, OUT/model.safetensors, OUT/report.json and OUT/report.md. OUT must be new or
+empty (or, with --overwrite, an earlier prune output: it holds report.json) and may not be or hold the
+weights or the config; the folder is written whole under a temporary name, then swapped in.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from prunekit.checkpoint import load, load_weights, read_plan, read_weights, save
-from prunekit.fileio import atomic_write
+from prunekit.fileio import atomic_dir, atomic_write, check_output
 from prunekit.cli import command
 from prunekit.commands.analyze import default_layout_name, example_inputs_for, resolve_layout
 from prunekit.config import StrictModel, load_config
@@ -97,8 +99,15 @@ def report_markdown(cfg: PruneConfig, p: Plan) -> str:
     return "\n".join(lines)
 
 
-def prune_from_config(cfg: PruneConfig, out: str | None = None) -> Plan:
-    """Run the whole prune step for a validated config; returns the plan that was saved."""
+REPORT_FILE = "report.json"  # marks a folder as an earlier prune output (what --overwrite may replace)
+
+
+def prune_from_config(cfg: PruneConfig, out: str | None = None, overwrite: bool = False,
+                      protect: tuple[str, ...] = ()) -> Plan:
+    """Run the whole prune step for a validated config; returns the plan that was saved. The output
+    folder is checked before any work (`check_output`; `protect` are further inputs it may not hold)."""
+    out_dir = check_output(Path(out or cfg.out), [cfg.weights, *protect], kind="folder", allow_existing=overwrite, marker=REPORT_FILE,
+                 what="out")
     torch.manual_seed(cfg.seed)
     model = _dense_model(cfg)
     inputs = example_inputs_for(cfg.model, cfg.input_shapes, cfg.model_kwargs, seed=cfg.seed)
@@ -110,23 +119,24 @@ def prune_from_config(cfg: PruneConfig, out: str | None = None) -> Plan:
     from prunekit.surgery import apply
 
     pruned = apply(model, result, inputs)
-    out_dir = Path(out or cfg.out)
-    save(pruned, result, out_dir)
     summary = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, **json.loads(result.model_dump_json())}
-    atomic_write(out_dir / "report.json", json.dumps(summary, indent=2))
-    atomic_write(out_dir / "report.md", report_markdown(cfg, result))
+    with atomic_dir(out_dir) as tmp:
+        save(pruned, result, tmp)
+        atomic_write(tmp / "report.md", report_markdown(cfg, result))
+        atomic_write(tmp / REPORT_FILE, json.dumps(summary, indent=2))
     return result
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML or TOML file (see `prunekit.commands.prune.PruneConfig`)")
     p.add_argument("--out", help="output directory (overrides `out` in the config)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier prune output in the output directory")
 
 
 @command("prune", "Prune a model as a config file says; writes a checkpoint and a report.", _add_arguments)
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(PruneConfig, args.config)
-    result = prune_from_config(cfg, args.out)
+    result = prune_from_config(cfg, args.out, overwrite=args.overwrite, protect=(args.config,))
     s = result.stats
     print(
         f"removed {len(result.removed)} units, {len(result.channels)} channel steps: "

@@ -10,7 +10,8 @@ from prunekit.errors import ConfigError
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", choices=["tecogan"], help="which benchmark to run")
     p.add_argument("--preset", default="quick", help="quick (default: built-in data, CPU, minutes), paper, or smoke (a pipeline check)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/bench-tecogan-<preset>)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/bench-tecogan-<preset>): new, empty, or "
+                   "an earlier benchmark's, which is continued")
     p.add_argument("--data-root", default=None, help="folder holding REDS/, Vid4/, ToS3/ (paper preset)")
     p.add_argument("--checkpoint", default=None,
                    help="published TecoGAN-PyTorch generator (.pth) used as the dense model instead of training")
@@ -53,9 +54,12 @@ def _run(args: argparse.Namespace) -> int:
     preset = preset.model_copy(update=update)
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise ConfigError(f"--checkpoint: {args.checkpoint} is not a file")
+    from prunekit.fileio import check_output
+
+    # a new or empty folder, or an earlier benchmark (settings.json) to continue or, with --fresh, replace
     out = Path(args.out or f"runs/bench-tecogan-{preset.name}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} is a file; the benchmark writes a folder")
+    check_output(out, [args.data_root, args.checkpoint, args.lpips_weights], kind="folder", allow_existing=True,
+                 marker="settings.json", what="--out")
     if args.fresh and out.exists():
         shutil.rmtree(out)
     run_bench(preset, out, data_root=args.data_root, checkpoint=args.checkpoint,

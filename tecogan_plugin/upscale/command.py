@@ -52,6 +52,9 @@ class _FirstShape:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunekit.fileio import check_not_input
+
+    check_not_input(args.out, [args.input, args.model], what="--out")  # frames written into the input are lost
     source = open_source(args.input)
     model = load_generator(args.model)
     device = resolve_device(args.device)
