@@ -160,6 +160,16 @@ def test_user_errors_exit_2_with_a_message(tmp_path, checkpoint, capsys):
     assert "input itself" in capsys.readouterr().err
 
 
+def test_an_os_error_about_the_output_is_one_line(tmp_path, checkpoint, capsys):
+    src = tmp_path / "seq"
+    for i, f in enumerate(frames(2)):
+        write_frame(src / f"{i}.png", f)
+    (tmp_path / "a.txt").write_text("x")
+    assert upscale(src, "--model", checkpoint, "--out", tmp_path / "a.txt" / "o") == 2  # a file in the path
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "a.txt" in err and err.count("\n") == 1
+
+
 def test_open_source_reads_video_metadata(tmp_path):
     write_video(tmp_path / "in.avi", frames(4), fps=15.0)
     src = open_source(tmp_path / "in.avi")

@@ -21,12 +21,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from prunekit.cli import Command
 from prunekit.errors import PrunekitError
 from tecogan_plugin.upscale.engine import DEFAULT_OVERLAP, load_generator, resolve_device, upscale_frames
 from tecogan_plugin.upscale.video import DEFAULT_CRF, DEFAULT_PRESET, FrameSink, FrameSource, open_sink, open_source
 
-HELP = "Upscale a video file or a folder of PNG frames with a TecoGAN generator (no ground truth needed)."
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -218,5 +216,3 @@ def _summary(
         f"({n / wall if wall > 0 else 0.0:.2f} frames/s) on {device} [{mode}] -> {sink.path}"
     )
 
-
-UPSCALE = Command("upscale", HELP, add_arguments, run)
