@@ -42,24 +42,29 @@ def make_clip(
         video = out.add_stream(codec, rate=fps)
         video.width, video.height = W, H
         video.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        video.time_base = video.codec_context.time_base = Fraction(1, 1000) if times else Fraction(1, fps)
+        # the muxer may change the stream's time base once it starts; frames keep this one
+        time_base = video.time_base = video.codec_context.time_base = Fraction(1, 1000) if times else Fraction(1, fps)
         if audio:
             sound = out.add_stream(audio, rate=RATE)
             sound.layout = "mono"
         for i, frame in enumerate(lr_frames(n)):
             image = av.VideoFrame.from_ndarray(frame, format="rgb24")
             image.pts = round(times[i] * 1000) if times else i
-            image.time_base = video.time_base
+            image.time_base = time_base
             for packet in video.encode(image):
                 out.mux(packet)
         for packet in video.encode(None):
             out.mux(packet)
         if audio:
             t = np.arange(RATE * n // fps) / RATE
-            tone = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
-                                              format="flt", layout="mono")
-            tone.sample_rate, tone.pts = RATE, 0
-            for packet in [*sound.encode(tone), *sound.encode(None)]:
+            wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for start in range(0, wave.shape[1], 1024):
+                tone = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start : start + 1024]),
+                                                  format="flt", layout="mono")
+                tone.sample_rate, tone.pts = RATE, start
+                for packet in sound.encode(tone):
+                    out.mux(packet)
+            for packet in sound.encode(None):
                 out.mux(packet)
 
 
@@ -183,3 +188,24 @@ def test_garbage_and_audio_only_files_are_named(tmp_path, checkpoint, capsys):
             out.mux(p)
     assert upscale(tmp_path / "sound.m4a", "--model", checkpoint, "--out", tmp_path / "o.mp4") == 2
     assert "no video stream" in capsys.readouterr().err
+
+
+def test_decoding_and_encoding_stream_in_flat_memory(tmp_path):
+    """Python-side memory of reading a clip and writing it back does not grow with its length
+    (frames are held one at a time; frame times queue only between decoder and encoder)."""
+    import tracemalloc
+
+    from tecogan_plugin.upscale.video import open_sink
+
+    peaks = {}
+    for n in (10, 60):
+        make_clip(tmp_path / f"in{n}.mp4", n=n, fps=25)
+        source = open_source(tmp_path / f"in{n}.mp4")
+        tracemalloc.start()
+        with open_sink(tmp_path / f"out{n}.mp4", source, preset="ultrafast") as sink:
+            for frame in source:
+                sink.write(np.repeat(np.repeat(frame, 4, axis=0), 4, axis=1))  # 128x96, 36 KiB per frame
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(probe(tmp_path / f"out{n}.mp4")["frames"]) == n
+    assert peaks[60] < peaks[10] + 200_000  # holding the 50 extra frames would take 1.8 MB

@@ -62,8 +62,8 @@ def is_video_path(path: Path) -> bool:
 class FrameSource:
     """An input clip. Iterating yields RGB uint8 frames, decoded one at a time.
 
-    For a video, `timestamps` receives each decoded frame's pts (in `time_base`) for a `VideoSink` to
-    give the matching output frame; `audio` names the first audio stream's codec, if any. A video that
+    For a video, `timestamps` (set up by a `VideoSink` that keeps the input's frame times) receives
+    each decoded frame's pts (in `time_base`) until the sink gives it to the matching output frame; `audio` names the first audio stream's codec, if any. A video that
     decodes fewer frames than its container reports (truncated or corrupt) raises DataError at its end
     unless `allow_partial`. `names` are the input file names for a folder.
     """
@@ -81,7 +81,7 @@ class FrameSource:
     duration: float | None = None  # seconds, as the container reports it
     count_exact: bool = True  # False: `count` is estimated from the duration
     allow_partial: bool = False
-    timestamps: deque = field(default_factory=deque, repr=False)
+    timestamps: deque | None = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._iter_video() if self.kind == "video" else self._iter_frames()
@@ -100,7 +100,8 @@ class FrameSource:
             yield frame
 
     def _iter_video(self) -> Iterator[np.ndarray]:
-        self.timestamps.clear()
+        if self.timestamps is not None:
+            self.timestamps.clear()
         decoded, last_time = 0, None
         with _open_input(self.path) as container:
             stream = container.streams.video[0]
@@ -108,7 +109,8 @@ class FrameSource:
             try:
                 for frame in container.decode(stream):
                     rgb = frame.to_ndarray(format="rgb24")
-                    self.timestamps.append(frame.pts)
+                    if self.timestamps is not None:
+                        self.timestamps.append(frame.pts)
                     decoded, last_time = decoded + 1, frame.time
                     yield rgb
             except av.FFmpegError as exc:
@@ -330,6 +332,8 @@ class VideoSink(FrameSink):
         self.rate = (source.rate if self.keep_times and source.rate else None) or Fraction(rate).limit_denominator(1001)
         self.time_base = source.time_base if self.keep_times else 1 / self.rate
         self.copy_audio = self.keep_times and source.audio is not None
+        if self.keep_times:
+            source.timestamps = deque()  # type: ignore[union-attr]
         self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
         self.container: Any = None
         self.stream: Any = None
