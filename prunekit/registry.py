@@ -39,10 +39,12 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "none"
             raise UnknownNameError(f"unknown {self.kind} {name!r}; registered: {known}") from None
 
-    def names(self) -> list[str]:
-        from prunekit.plugins import load_plugins
+    def names(self, *, load_plugins: bool = True) -> list[str]:
+        """Registered names; with `load_plugins` after running every plugin's registration first."""
+        if load_plugins:
+            from prunekit.plugins import load_plugins as load
 
-        load_plugins()
+            load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:

@@ -153,11 +153,3 @@ def _run(args: argparse.Namespace) -> int:
     options = json.loads((out / BUILD_FILE).read_text())["build_kwargs"]
     print(f"wrote {out} (FRNet {', '.join(f'{k}={v}' for k, v in options.items())})")
     return 0
-
-
-def register(registries) -> None:
-    """CLI command `prunekit convert tecogan SRC.pth OUT_DIR`."""
-    from prunekit.cli import Command
-
-    help = "Convert a published checkpoint (TecoGAN-PyTorch generator) to a prunekit checkpoint."
-    registries.commands.register("convert", Command("convert", help, _add_arguments, _run))

@@ -11,7 +11,6 @@ import torch
 import yaml
 from torch import nn
 
-from prunekit.cli import command
 from prunekit.errors import ConfigError
 from prunekit.graph import Graph, Layout, analyze
 from prunekit.models import build_model, resolve_factory
@@ -103,7 +102,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the graph as JSON")
 
 
-@command("analyze", "List a model's residual units (params, FLOPs share, nesting).", _add_arguments)
 def run(args: argparse.Namespace) -> int:
     model_kwargs = parse_kwargs(args.model_arg)
     model: nn.Module = build_model(args.model, **model_kwargs)

@@ -27,7 +27,6 @@ from torch import nn
 
 from prunekit.checkpoint import load, load_weights, read_plan, read_weights, save
 from prunekit.fileio import atomic_dir, atomic_write, check_output
-from prunekit.cli import command
 from prunekit.commands.analyze import default_layout_name, example_inputs_for, resolve_layout
 from prunekit.config import StrictModel, load_config
 from prunekit.errors import ConfigError
@@ -133,7 +132,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier prune output in the output directory")
 
 
-@command("prune", "Prune a model as a config file says; writes a checkpoint and a report.", _add_arguments)
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(PruneConfig, args.config)
     result = prune_from_config(cfg, args.out, overwrite=args.overwrite, protect=(args.config,))

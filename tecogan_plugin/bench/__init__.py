@@ -66,13 +66,3 @@ def _run(args: argparse.Namespace) -> int:
               lpips_weights=args.lpips_weights, progress=not args.no_progress)
     print((out / "report.md").read_text())
     return 0
-
-
-def register(registries) -> None:
-    """Add the `bench` command and the Torch-Pruning baseline's replacement `tecogan.tp_uniform`."""
-    from prunekit.cli import Command
-    from tecogan_plugin.bench.baselines import register as register_baselines
-
-    register_baselines(registries)
-
-    registries.commands.register("bench", Command("bench", "Run the bundled TecoGAN pruning benchmark (the study's grid) and write a report.", _arguments, _run))

@@ -96,7 +96,7 @@ def folder(root=None, split="test", degradation="BD", scale=4, sequences=None, *
 
 
 def register(registries) -> None:
-    """Add the datasets and the `tecogan-lmdb` command."""
+    """Add the datasets (the `tecogan-lmdb` command is listed in tecogan_plugin.plugin)."""
     registries.datasets.register("builtin", builtin)
     registries.datasets.register("vid4", _test_set("vid4", VID4))
     registries.datasets.register("tos3", _test_set("tos3", TOS3))
@@ -105,6 +105,3 @@ def register(registries) -> None:
     from tecogan_plugin.data.unlabeled import unlabeled
 
     registries.datasets.register("unlabeled", unlabeled)
-    from tecogan_plugin.data.lmdb_store import register_command
-
-    register_command(registries)

@@ -161,10 +161,3 @@ def _run(args) -> int:
     store = LmdbFrames(out)
     print(f"wrote {out}: {len(store.sequences)} sequences, {len(store.keys)} frames")
     return 0
-
-
-def register_command(registries) -> None:
-    from prunekit.cli import Command
-
-    registries.commands.register("tecogan-lmdb", Command(
-        "tecogan-lmdb", "Pack PNG sequences into an LMDB training store (TecoGAN key format).", _add_arguments, _run))

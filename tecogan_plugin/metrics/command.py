@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prunekit.cli import Command
 from prunekit.errors import OutputError
 from prunekit.fileio import check_output
 from tecogan_plugin.metrics.folders import evaluate_folders
@@ -74,12 +73,3 @@ def run(args: argparse.Namespace) -> int:
         report.to_csv(csv_path)
         print(f"wrote {args.csv}")
     return 0
-
-
-HELP = "Score folders of frames with the TecoGAN official-protocol metrics (PSNR, SSIM, LPIPS, tOF, tLP100)."
-
-
-def register_command(commands) -> None:
-    """Add `eval` to the command registry (idempotent, so repeated plugin loading is harmless)."""
-    if "eval" not in commands:
-        commands.register("eval", Command("eval", HELP, add_arguments, run))

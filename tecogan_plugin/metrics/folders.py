@@ -64,6 +64,15 @@ def evaluate_folders(
     if not pred_root.is_dir():
         raise DataError(f"{pred_root}: output folder does not exist")
     names = list(sequences) if sequences else sequence_names(gt_root)
+    missing = [n for n in names if not (pred_root / n).is_dir()]
+    if missing and not sequences:
+        present = [n for n in names if n not in missing]
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise DataError(
+            f"{pred_root}: no output folder for {len(missing)} of the {len(names)} sequences in {gt_root} ({shown}); "
+            + (f"to score only those present, pass --sequences {','.join(present)}" if present else
+               "expected one sub-folder of PNG frames per sequence, named as in the ground-truth folder")
+        )
     with VideoMetrics(**opts) as vm:
         for name in names:
             gt_paths = list_frames(gt_root / name)
