@@ -437,6 +437,7 @@ class _Engine:
                       flops_before=self.plan.stats.flops_before, flops_after=step.stats.flops_after)
         return self.plan.model_copy(update={
             "removed": before + mapped, "channels": list(self.plan.channels) + list(step.channels),
+            "zeroed": {**self.plan.zeroed, **{inverse[p]: n for p, n in step.zeroed.items() if p in inverse}},
             "strategy": step.strategy or self.plan.strategy, "targets": step.targets, "scores": scores,
             "stats": stats})
 
