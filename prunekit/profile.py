@@ -14,8 +14,8 @@ handles so that the ops super-resolution models use are all counted consistently
   the true number of MACs); pass ``conv_transpose="output"`` to count it at the output
   resolution as some published profilers did;
 * attention: fused multi-head attention (aten::_native_multi_head_attention, nn.MultiheadAttention's
-  inference path) counts its q/k/v and output projections, Q K^T and A V; scaled_dot_product_attention
-  counts Q K^T and A V; softmax is 1 per element;
+  inference path) counts its q/k/v and output projections, Q K^T, the softmax and A V;
+  scaled_dot_product_attention counts Q K^T, the softmax and A V; softmax is 1 per element;
 * average pooling: kernel taps per output element; adaptive average pooling: 1 per input element;
 * torchvision::deform_conv2d: the convolution's MACs plus 4 bilinear taps per sampled input value.
 
@@ -164,12 +164,19 @@ def _attention_macs(b: int, length: int, source: int, e: int, heads: int) -> int
 def _sdpa(inputs: list, outputs: list) -> int:
     q, k, v = _shape(inputs[0]), _shape(inputs[1]), _shape(inputs[2])
     batch = math.prod(q[:-2])
-    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1] + 1)  # Q K^T, A V, softmax
+
+
+def _int_list(value: torch._C.Value) -> list[int]:
+    """A traced int[] argument (a constant, or a prim::ListConstruct of constants)."""
+    constant = value.toIValue()
+    if constant is not None:
+        return list(constant)
+    return [int(v.toIValue()) for v in value.node().inputs()]
 
 
 def _avg_pool(inputs: list, outputs: list) -> int:
-    kernel = inputs[1].toIValue()
-    return math.prod(kernel) * _numel(outputs[0])
+    return math.prod(_int_list(inputs[1])) * _numel(outputs[0])
 
 
 def _per_input(inputs: list, outputs: list) -> int:
