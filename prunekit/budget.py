@@ -251,7 +251,8 @@ def _select_flops(
     def measured(units: list[Unit]) -> int:
         if example_inputs is None:
             return total - sum(cost[u.path] for u in units)
-        return profile.flops(remove_units(model, [u.path for u in units]), example_inputs)
+        zeroed = {u.path: u.outputs for u in units if u.kind == "branch"}
+        return profile.flops(remove_units(model, [u.path for u in units], zeroed), example_inputs)
 
     after = measured(removed)
     while after > limit and len(removed) < len(blocks):

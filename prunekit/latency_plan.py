@@ -349,14 +349,16 @@ class BrokenGroup(Exception):
 
 
 def realize(base: nn.Module, dense: nn.Module, state: State, groups: list[Group], replaced: list[Replacement],
-            example_inputs: Any, scorer: Any, verified: set[int]) -> tuple[list[str], list[ChannelStep], nn.Module]:
+            example_inputs: Any, scorer: Any, verified: set[int],
+            zeroed: dict[str, int] | None = None) -> tuple[list[str], list[ChannelStep], nn.Module]:
     """(removed paths, channel steps, built model) for a state; channels are chosen by `scorer` on
-    the block-reduced model. A group not yet `verified` whose cut breaks the model raises BrokenGroup."""
+    the block-reduced model (branch units in `zeroed` are replaced by zeros, not bypassed). A group
+    not yet `verified` whose cut breaks the model raises BrokenGroup."""
     from prunekit.schedule.distill import renumbered_path
     from prunekit.surgery import remove_units
 
     removed = [p for p, _ in dense.named_modules() if p in state.removed]
-    model = remove_units(dense, removed)
+    model = remove_units(dense, removed, zeroed)
     if replaced:
         apply_replacements(model, replaced, removed, dense)
     cuts = {gid: kept for gid, kept in state.kept.items()}
@@ -451,6 +453,7 @@ def plan_latency(
     chosen_clock = lat.pick_clock(clock, device, n_threads)
 
     blocks = [u.path for u in graph.leaves()]
+    zeroed = {u.path: u.outputs for u in graph.leaves() if u.kind == "branch"}
     scores: dict[str, float] = {}
     if blocks:
         needs = getattr(scorer, "needs_data", False)
@@ -479,7 +482,7 @@ def plan_latency(
         path = greedy_path(est, groups, blocks, _block_importance(blocks, scores, groups))
         try:
             result = _correct(path, est, costs, model, base, groups, replaced, example_inputs, chan_scorer,
-                              target, tolerance, max_iterations, history)
+                              target, tolerance, max_iterations, history, zeroed)
             break
         except BrokenGroup as broken:
             excluded.update(broken.layers)
@@ -497,7 +500,7 @@ def plan_latency(
         planner_s=0.0, widths=widths, history=history,
     )
     plan = Plan(
-        removed=removed, channels=steps, replaced=replaced,
+        removed=removed, zeroed={p: n for p, n in zeroed.items() if p in removed}, channels=steps, replaced=replaced,
         channel_importance=channel_importance if isinstance(channel_importance, str) else type(channel_importance).__name__,
         round_to=round_to, latency=record,
         strategy=getattr(scorer, "name", type(scorer).__name__) if blocks else None,
@@ -518,7 +521,7 @@ def _goal_ms(target: LatencyRatio | Latency, dense_ms: float) -> float:
 def _correct(path: list[PathPoint], est: Estimator, costs: CostModel, dense: nn.Module, base: nn.Module,
              groups: list[Group], replaced: list[Replacement], example_inputs: Any, scorer: Any,
              target: LatencyRatio | Latency, tolerance: float, max_iterations: int,
-             history: list[dict[str, float]]):
+             history: list[dict[str, float]], zeroed: dict[str, int]):
     """Walk the path: pick a prefix by its estimate, build and time it, update, until the measured
     latency is within [goal * (1 - tolerance), goal]."""
     e0 = path[0].estimate_ms
@@ -537,7 +540,8 @@ def _correct(path: list[PathPoint], est: Estimator, costs: CostModel, dense: nn.
     aim = goal * (1 - tolerance / 2)
     index = first_at_or_below(aim)
     for _ in range(max_iterations):
-        removed, steps, built = realize(base, dense, path[index].state, groups, replaced, example_inputs, scorer, verified)
+        removed, steps, built = realize(base, dense, path[index].state, groups, replaced, example_inputs, scorer,
+                                        verified, zeroed)
         dense_ms, cand_ms, info = costs.compare(dense, built)
         ratio = info.get("ratio", cand_ms / dense_ms)
         goal = goal_ratio(dense_ms)

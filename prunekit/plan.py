@@ -17,7 +17,7 @@ from torch import nn
 
 import prunekit
 from prunekit import budget, profile, strategies
-from prunekit.channels import ChannelStep, plan_channels
+from prunekit.channels import ChannelStep, SkippedGroup, plan_channels
 from prunekit.errors import ConfigError, NoUnitsError, PlanMismatchError
 from prunekit.fileio import atomic_write
 from prunekit.graph import Graph, Layout, input_shapes
@@ -77,20 +77,24 @@ class LatencyRecord(BaseModel):
 
 
 class Plan(BaseModel):
-    """What to remove from a model. `removed` holds paths of the dense model; `replaced` holds
-    structure replacements (dense paths, replayed after the removals); channel steps name layers
-    of the model after removals and replacements."""
+    """What to remove from a model. `removed` holds paths of the dense model; `zeroed` names the
+    removed paths that are branch units (path -> outputs; replaced by surgery.ZeroBranch);
+    `replaced` holds structure replacements (dense paths, replayed after the removals); channel
+    steps name layers of the model after removals and replacements; `channel_skipped` lists channel
+    groups width pruning left whole, with the reason."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: int = PLAN_VERSION
     prunekit_version: str = prunekit.__version__
     removed: list[str] = Field(default_factory=list)
+    zeroed: dict[str, int] = Field(default_factory=dict)
     channels: list[ChannelStep] = Field(default_factory=list)
     replaced: list[Replacement] = Field(default_factory=list)
     channel_importance: str | None = None
     round_to: int | None = None
     latency: LatencyRecord | None = None
+    channel_skipped: list[SkippedGroup] = Field(default_factory=list)
     strategy: str | None = None
     strategy_kwargs: dict[str, Any] = Field(default_factory=dict)
     targets: list[Target] = Field(default_factory=list)
@@ -208,25 +212,29 @@ def plan(
             )
         scores = {k: float(v) for k, v in scorer.score(model, graph, units, data).items()}
         removed = list(budget.select_units(model, graph, scores, block_target, example_inputs))
+    zeroed = {u.path: u.outputs for u in graph.units if u.kind == "branch" and u.path in removed}
 
     steps: list[Any] = []
+    skipped: list[SkippedGroup] = []
     if width_target is not None:
-        reduced = remove_units(model, removed)
+        reduced = remove_units(model, removed, zeroed)
         if replaced:
             from prunekit.replace import apply_replacements
 
             apply_replacements(reduced, replaced, removed, model)
         steps = plan_channels(reduced, example_inputs, width_target, layout=layout, importance=channel_importance,
-                              round_to=round_to, data=calibration)
+                              round_to=round_to, data=calibration, skipped=skipped)
 
     before_params = profile.count_params(model)
     before_flops = graph.total_flops or profile.flops(model, example_inputs)
     draft = Plan(
         removed=removed,
+        zeroed=zeroed,
         channels=steps,
         replaced=replaced,
         channel_importance=importance_name if width_target is not None else None,
         round_to=round_to if width_target is not None else None,
+        channel_skipped=skipped,
         strategy=getattr(scorer, "name", type(scorer).__name__) if block_target is not None else None,
         strategy_kwargs={k: v for k, v in strategy_kwargs.items() if _jsonable(v)},
         targets=targets,

@@ -502,6 +502,7 @@ class _Engine:
             "channel_importance": step.channel_importance or self.plan.channel_importance,
             "round_to": step.round_to or self.plan.round_to,
             "removed": before + mapped, "channels": list(self.plan.channels) + list(step.channels),
+            "zeroed": {**self.plan.zeroed, **{inverse[p]: n for p, n in step.zeroed.items() if p in inverse}},
             "strategy": step.strategy or self.plan.strategy, "targets": step.targets, "scores": scores,
             "stats": stats})
 
