@@ -9,8 +9,10 @@
 
 __version__ = "0.1.0"
 
-from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, ParamsRatio  # noqa: E402
-from prunekit.checkpoint import load, save  # noqa: E402
+import importlib
+import sys
+import types
+
 from prunekit.errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
@@ -24,18 +26,51 @@ from prunekit.errors import (  # noqa: E402
     UnknownNameError,
     UnreachableTargetError,
 )
-from prunekit.graph import Graph, Layout, Unit, analyze  # noqa: E402
-from prunekit.plan import Plan, Stats, load_plan, plan  # noqa: E402
-from prunekit.spec import ModelEntry, ModelSpec, describe_inputs, spec_for, spec_of  # noqa: E402
-from prunekit.strategies import Calibration, Strategy, get_strategy, register_strategy  # noqa: E402
-from prunekit.surgery import Bypass, apply, remove_units  # noqa: E402
+
+# The rest of the API needs torch, so it is imported on first use: `import prunekit` (and with it the
+# `prunekit` command's start) stays fast. Module -> the names it provides.
+_LAZY = {
+    "prunekit.budget": ("ChannelFlops", "ChannelRatio", "FlopsRatio", "KeepBlocks", "Latency", "LatencyRatio", "ParamsRatio"),
+    "prunekit.checkpoint": ("load", "save"),
+    "prunekit.graph": ("Graph", "Layout", "Unit", "analyze"),
+    "prunekit.plan": ("LatencyRecord", "Plan", "Stats", "load_plan", "plan"),
+    "prunekit.replace": ("Replacement", "ReplacementCalibration", "register_replacement"),
+    "prunekit.spec": ("ModelEntry", "ModelSpec", "describe_inputs", "spec_for", "spec_of"),
+    "prunekit.strategies": ("Calibration", "Strategy", "get_strategy", "register_strategy"),
+    "prunekit.surgery": ("Bypass", "apply", "remove_units"),
+}
+_SOURCE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _SOURCE:
+        raise AttributeError(f"module 'prunekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCE))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule `prunekit.plan` must not bind it over the function `pk.plan`."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _SOURCE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Bypass", "Calibration", "ChannelFlops", "ChannelRatio", "CheckpointError", "ConfigError", "DataError",
     "ExportError", "FlopsRatio",
-    "Graph", "InputShapeError", "KeepBlocks", "Layout", "MissingWeightsError", "ModelEntry", "ModelSpec",
-    "NoUnitsError", "ParamsRatio",
-    "Plan", "PlanMismatchError", "PrunekitError", "Stats", "Strategy", "Unit", "UnknownNameError",
-    "UnreachableTargetError", "analyze", "apply", "describe_inputs", "get_strategy", "load", "load_plan", "plan",
-    "register_strategy", "remove_units", "save", "spec_for", "spec_of",
+    "Graph", "InputShapeError", "KeepBlocks", "Latency", "LatencyRatio", "LatencyRecord", "Layout",
+    "MissingWeightsError", "ModelEntry", "ModelSpec", "NoUnitsError", "ParamsRatio",
+    "Plan", "PlanMismatchError", "PrunekitError", "Replacement", "ReplacementCalibration", "Stats", "Strategy",
+    "Unit", "UnknownNameError", "UnreachableTargetError", "analyze", "apply", "describe_inputs", "get_strategy", "load",
+    "load_plan", "plan", "register_replacement", "register_strategy", "remove_units", "save", "spec_for", "spec_of",
 ]

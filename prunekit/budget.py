@@ -3,7 +3,8 @@
 Targets are small pydantic models with a `kind` discriminator, so a plan or a config file stores
 them as JSON and reads them back (`parse_target`). Block targets (KeepBlocks, ParamsRatio,
 FlopsRatio) are met by `select_units`; the width targets ChannelRatio and ChannelFlops are met by
-`prunekit.channels.plan_channels`.
+`prunekit.channels.plan_channels`; the latency targets LatencyRatio and Latency are met by
+`prunekit.latency_plan.plan_latency`, which chooses blocks and per-group widths together.
 
 Every block target must leave at least one removable block: removing all of them is reported
 as an UnreachableTargetError, like keeping more blocks than exist.
@@ -64,12 +65,15 @@ class FlopsRatio(_Target):
 
 class ChannelRatio(_Target):
     """Remove the fraction `prune` of the output channels of every prunable layer group (width
-    pruning, see prunekit.channels); `ignore` lists layer paths whose outputs stay intact."""
+    pruning, see prunekit.channels); `ignore` lists layer paths whose outputs stay intact.
+    `per_group` gives some groups their own fraction: `{layer path or glob: fraction}`, matched
+    against the layers whose outputs a group prunes (the first matching entry wins)."""
 
     _positional: ClassVar[str] = "prune"
     kind: Literal["channel_ratio"] = "channel_ratio"
     prune: float
     ignore: list[str] = Field(default_factory=list)
+    per_group: dict[str, float] = Field(default_factory=dict)
 
 
 class ChannelFlops(_Target):
@@ -83,16 +87,38 @@ class ChannelFlops(_Target):
     ignore: list[str] = Field(default_factory=list)
 
 
+class LatencyRatio(_Target):
+    """Keep at most `keep` x the dense model's latency, 0 < keep <= 1, measured on the device the
+    plan runs on with the model's runner. `shape` ({input name: shape}, names as in
+    `Plan.input_shapes`) sets the input size latency is measured at; default: the example inputs'.
+    The planner chooses removed blocks and per-group channel widths together."""
+
+    _positional: ClassVar[str] = "keep"
+    kind: Literal["latency_ratio"] = "latency_ratio"
+    keep: float
+    shape: dict[str, list[int]] | None = None
+
+
+class Latency(_Target):
+    """Keep at most `ms` milliseconds per forward pass (measured as for LatencyRatio), ms > 0."""
+
+    _positional: ClassVar[str] = "ms"
+    kind: Literal["latency"] = "latency"
+    ms: float
+    shape: dict[str, list[int]] | None = None
+
+
 WidthTarget = (ChannelRatio, ChannelFlops)
-Target = Annotated[
-    Union[KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio, ChannelFlops], Field(discriminator="kind")
-]
+LatencyTarget = (LatencyRatio, Latency)
+_TARGETS = (KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio, ChannelFlops, LatencyRatio, Latency)
+AnyTarget = Union[KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio, ChannelFlops, LatencyRatio, Latency]
+Target = Annotated[AnyTarget, Field(discriminator="kind")]
 _TARGET_ADAPTER: TypeAdapter = TypeAdapter(Target)
 
 
-def parse_target(obj: Any) -> KeepBlocks | ParamsRatio | FlopsRatio | ChannelRatio | ChannelFlops:
+def parse_target(obj: Any) -> AnyTarget:
     """A target from a dict / JSON string (as written by `model_dump`) or an existing target."""
-    if isinstance(obj, (KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio, ChannelFlops)):
+    if isinstance(obj, _TARGETS):
         return obj
     try:
         if isinstance(obj, (str, bytes)):
@@ -101,8 +127,16 @@ def parse_target(obj: Any) -> KeepBlocks | ParamsRatio | FlopsRatio | ChannelRat
     except ValidationError as exc:
         raise ConfigError(
             f"invalid pruning target {obj!r}; kinds: keep_blocks, params_ratio, flops_ratio, channel_ratio, "
-            f"channel_flops ({exc})"
+            f"channel_flops, latency_ratio, latency ({exc})"
         ) from None
+
+
+def check_latency(target: LatencyRatio | Latency) -> None:
+    """A latency keep fraction must lie in (0, 1]; an absolute budget must be positive."""
+    if isinstance(target, LatencyRatio) and not 0.0 < target.keep <= 1.0:
+        raise UnreachableTargetError(f"{target!r}: keep must be in (0, 1], got {target.keep}")
+    if isinstance(target, Latency) and not target.ms > 0.0:
+        raise UnreachableTargetError(f"{target!r}: ms must be > 0, got {target.ms}")
 
 
 def _removal_order(blocks: list[Unit], scores: dict[str, float]) -> list[Unit]:
@@ -161,7 +195,7 @@ def select_units(
     model: nn.Module,
     graph: Graph,
     scores: dict[str, float],
-    target: KeepBlocks | ParamsRatio | FlopsRatio | ChannelRatio | ChannelFlops,
+    target: AnyTarget,
     example_inputs: Any = None,
 ) -> list[str]:
     """Paths of the blocks to remove so that `target` is met, in model order.
@@ -169,9 +203,10 @@ def select_units(
     Blocks (removable leaf units) are removed lowest score first until the target holds. Params
     are accounted exactly from the units; FLOPs are accounted from the units and then verified by
     profiling the reduced model on `example_inputs` (more blocks are removed while the measured
-    FLOPs still exceed the target). A width target (ChannelRatio, ChannelFlops) selects no blocks.
+    FLOPs still exceed the target). A width target (ChannelRatio, ChannelFlops) selects no blocks;
+    latency targets are planned by `prunekit.latency_plan` and select none here either.
     """
-    if isinstance(target, WidthTarget):
+    if isinstance(target, WidthTarget + LatencyTarget):
         return []
     blocks = graph.leaves()
     if not blocks:
@@ -216,7 +251,8 @@ def _select_flops(
     def measured(units: list[Unit]) -> int:
         if example_inputs is None:
             return total - sum(cost[u.path] for u in units)
-        return profile.flops(remove_units(model, [u.path for u in units]), example_inputs)
+        zeroed = {u.path: u.outputs for u in units if u.kind == "branch"}
+        return profile.flops(remove_units(model, [u.path for u in units], zeroed), example_inputs)
 
     after = measured(removed)
     while after > limit and len(removed) < len(blocks):

@@ -15,6 +15,12 @@ removals) reproduces the pruned architecture exactly.
 
 A ChannelFlops target is met by bisection over the uniform prune fraction: each candidate is
 planned as a ChannelRatio, applied to a copy and profiled, so the FLOPs limit holds as measured.
+
+Width pruning degrades gracefully: a group torch-pruning cannot enumerate, score or prune, or whose
+pruning breaks the forward pass, is left whole and reported as a `SkippedGroup` (layer + reason),
+and planning goes on with the other groups. Groups holding grouped convolutions, GroupNorms or
+nn.MultiheadAttention lose the same channel positions in every channel group / head, so groups
+stay equal. Planning stops after `time_limit_s` (default `TIME_LIMIT_S`), reporting what is left.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from __future__ import annotations
 import copy
 import fnmatch
 import logging
+import math
+import time
 import warnings
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import torch
 import torch_pruning as tp
@@ -44,9 +52,9 @@ logger = logging.getLogger(__name__)
 
 ExampleInputs = Any
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
-_IMPORTANCE = {"l1", "l2", "random"}
 _MAX_FRACTION = 0.95  # the largest uniform prune fraction a ChannelFlops search tries
 _BISECTION_STEPS = 8
+TIME_LIMIT_S = 600.0  # default wall-clock limit of one plan_channels call (group enumeration + checks)
 
 
 class ChannelStep(BaseModel):
@@ -57,6 +65,16 @@ class ChannelStep(BaseModel):
     layer: str
     kind: Literal["out"] = "out"
     idxs: list[int]
+
+
+class SkippedGroup(BaseModel):
+    """A channel group width pruning left whole: the layer it is rooted at and why ("*" when a
+    limit stopped planning before the remaining groups were tried)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer: str
+    reason: str
 
 
 class _ShuffleMapping:
@@ -173,12 +191,20 @@ def _ignored(model: nn.Module, patterns: list[str]) -> list[nn.Module]:
     return ignored
 
 
-def _importance(name: str) -> tp.importance.Importance:
-    if name not in _IMPORTANCE:
-        raise ConfigError(f"channel importance must be one of {sorted(_IMPORTANCE)}, got {name!r}")
-    if name == "random":
-        return tp.importance.RandomImportance()
-    return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
+def _importance(name: Any, model: nn.Module | None = None, data: list[Any] | None = None) -> tp.importance.Importance:
+    """A registered channel importance (prunekit.importance) or a torch-pruning Importance object."""
+    from prunekit import importance
+
+    return importance.resolve(name, model, data)
+
+
+def group_fraction(layers: list[str], target: ChannelRatio) -> float:
+    """The prune fraction of a group whose output-pruned layers are `layers`: the first
+    `target.per_group` entry (path or glob) matching one of them, else `target.prune`."""
+    for pattern, fraction in target.per_group.items():
+        if any(p == pattern or fnmatch.fnmatchcase(p, pattern) for p in layers):
+            return fraction
+    return target.prune
 
 
 def _count_to_prune(n: int, block: int, ratio: float, round_to: int | None) -> int:
@@ -199,27 +225,38 @@ def plan_channels(
     example_inputs: ExampleInputs,
     target: ChannelRatio | ChannelFlops,
     layout: Layout | None = None,
-    importance: str = "l2",
+    importance: Any = "l2",
     round_to: int | None = None,
+    data: list[Any] | None = None,
+    time_limit_s: float | None = None,
+    skipped: list[SkippedGroup] | None = None,
 ) -> list[ChannelStep]:
     """Choose output channels to remove: in every coupled layer group, the `target.prune`
-    fraction with the lowest importance (tp group L1/L2 norm, or random). `model` is untouched.
+    fraction (or the group's `target.per_group` fraction) with the lowest importance. `importance`
+    is a name registered in prunekit.registry.CHANNEL_IMPORTANCE ("l2", "l1", "random",
+    "taylor", "activation", ...) or a torch-pruning Importance; `data` (a list of example inputs,
+    default: the example inputs) feeds the measures that need data. `model` is untouched.
     For a ChannelFlops target, the fraction is the smallest one (found by bisection in
     [0, 0.95]) whose pruned model measures at most `target.keep` x `model`'s FLOPs.
 
     Ignored (never pruned at their outputs): the model's output layers (auto-detected),
     `target.ignore` and the layout's `channel_ignore` / `fixed_channels` (paths or globs).
-    Each group's pruning is checked by running the model; a group after which the model fails
-    or changes its output shapes (e.g. channels used as flow / grid coordinates) is left whole
-    and named in a warning.
+    A group torch-pruning fails on, or after whose pruning the model fails or changes its output
+    shapes (e.g. channels used as flow / grid coordinates), is left whole; each such group is
+    appended to `skipped` (when given) with the reason, and logged. Planning stops after
+    `time_limit_s` seconds (default TIME_LIMIT_S), keeping the steps found so far.
     """
     if isinstance(target, ChannelFlops):
-        return _plan_flops(model, example_inputs, target, layout, importance, round_to)
-    if not 0.0 <= target.prune < 1.0:
-        raise UnreachableTargetError(f"{target!r}: prune must be in [0, 1), got {target.prune}")
+        return _plan_flops(model, example_inputs, target, layout, importance, round_to, data, time_limit_s, skipped)
+    bad = {k: v for k, v in [("prune", target.prune), *target.per_group.items()] if not 0.0 <= v < 1.0}
+    if bad:
+        raise UnreachableTargetError(f"{target!r}: every prune fraction must be in [0, 1), got {bad}")
     if round_to is not None and round_to < 1:
         raise ConfigError(f"round_to must be a positive integer, got {round_to}")
-    scorer = _importance(importance)
+    limit = TIME_LIMIT_S if time_limit_s is None else time_limit_s
+    if limit <= 0:
+        raise ConfigError(f"time_limit_s must be positive, got {limit}")
+    scorer = _importance(importance, model, data if data is not None else [example_inputs])
     patterns = list(target.ignore)
     if layout is not None:
         patterns += list(layout.channel_ignore) + list(layout.fixed_channels)
@@ -227,40 +264,104 @@ def plan_channels(
     ignored_paths = {p for p, m in model.named_modules() if any(m is i for i in ignored_modules)}
     expected = _output_shapes(model, example_inputs)
     steps: list[ChannelStep] = []
-    if target.prune == 0.0:
+    report: list[SkippedGroup] = []
+    if target.prune == 0.0 and not any(target.per_group.values()):
         return steps
+    deadline = time.monotonic() + limit
     done: set[str] = set()  # layers whose group was pruned or left whole on purpose
-    broken: list[str] = []
     restart = True
     while restart:  # a group that breaks the model restarts from the accepted steps without it
         restart = False
         work = apply_channels(copy.deepcopy(model), example_inputs, steps)
-        dg = dependency_graph(work, example_inputs)
+        try:
+            dg = dependency_graph(work, example_inputs)
+        except InputShapeError as exc:  # the model runs (checked above): torch-pruning cannot trace it
+            report.append(SkippedGroup(layer="*", reason=f"no dependency graph: {exc}"))
+            break
         names = {m: p for p, m in work.named_modules()}
+        if hasattr(scorer, "bind"):
+            scorer.bind(work)
         ignored = [m for p, m in work.named_modules() if p in ignored_paths] + output_layers(dg)
         with torch.no_grad():
-            for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
+            for root, group, error in _groups(dg, ignored):
+                name = names.get(root, type(root).__name__)
+                if time.monotonic() > deadline:
+                    report.append(SkippedGroup(layer="*", reason=(
+                        f"time limit of {limit:g} s reached; the groups not yet planned were left whole "
+                        "(pass time_limit_s / set prunekit.channels.TIME_LIMIT_S to allow more)")))
+                    restart = False
+                    break
+                if group is None:
+                    if name not in done:
+                        done.add(name)
+                        report.append(SkippedGroup(layer=name, reason=f"torch-pruning cannot build its group: {_why(error)}"))
+                    continue
                 layers = [
                     names[d.target.module] for d, _ in group
                     if d.target.module in names and dg.is_out_channel_pruning_fn(d.handler)
                 ]
-                if done & set(layers):
+                if done & set(layers) or name in done:
                     continue
-                done.update(layers)
-                root = group[0].dep.target.module
-                idxs = _choose(dg, group, scorer, target.prune, round_to)
+                done.update(layers + [name])
+                try:
+                    idxs = _choose(dg, group, scorer, group_fraction(layers, target), round_to)
+                except Exception as exc:  # noqa: BLE001 - any scoring failure leaves this group whole
+                    report.append(SkippedGroup(layer=name, reason=f"cannot score its channels: {_why(exc)}"))
+                    continue
                 if not idxs:
                     continue
-                step = ChannelStep(layer=names[root], idxs=idxs)
-                _prune(dg, root, idxs)
-                if _output_shapes(work, example_inputs, quiet=True) != expected:
-                    broken.append(step.layer)
+                step = ChannelStep(layer=name, idxs=idxs)
+                try:
+                    _prune(dg, root, idxs)
+                    failure = None if _output_shapes(work, example_inputs, quiet=True) == expected else (
+                        "pruning it breaks the forward pass or changes the output shapes")
+                except Exception as exc:  # noqa: BLE001 - a partial prune: rebuild from the accepted steps
+                    failure = f"torch-pruning failed to prune it: {_why(exc)}"
+                if failure is not None:
+                    report.append(SkippedGroup(layer=name, reason=failure))
                     restart = True
                     break
                 steps.append(step)
-    if broken:
-        logger.warning("channel pruning left these layers whole because pruning them broke the model: %s", broken)
+    if report:
+        logger.warning("channel pruning left these groups whole: %s", [(r.layer, r.reason) for r in report])
+    if skipped is not None:
+        skipped.extend(report)
     return steps
+
+
+def _why(exc: BaseException | None) -> str:
+    text = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _groups(dg: tp.DependencyGraph, ignored: list[nn.Module]) -> Iterator[tuple[nn.Module, Any, Exception | None]]:
+    """(root, group, None) for every prunable group rooted at a conv / linear output, as
+    torch-pruning's get_all_groups, but a root whose group cannot be built yields (root, None, error)
+    instead of ending the enumeration."""
+    ignored = list(ignored) + list(dg.IGNORED_LAYERS_IN_TRACING)
+    visited: set[int] = set()
+    for module in list(dg.module2node):
+        if not _is_root(module) or any(module is i for i in ignored) or id(module) in visited:
+            continue
+        try:
+            pruner = dg.get_pruner_of_module(module)
+            n = pruner.get_out_channels(module) if pruner is not None else None
+            if n is None:
+                continue
+            group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(n)))
+            members = [(d.target.module, dg.is_out_channel_pruning_fn(d.handler)) for d, _ in group]
+        except Exception as exc:  # noqa: BLE001 - torch-pruning raises many kinds; this group only
+            visited.add(id(module))
+            yield module, None, exc
+            continue
+        prunable = True
+        for member, out in members:
+            if out:
+                visited.add(id(member))
+                if any(member is i for i in ignored):
+                    prunable = False
+        if prunable:
+            yield module, group, None
 
 
 def _plan_flops(
@@ -268,18 +369,26 @@ def _plan_flops(
     example_inputs: ExampleInputs,
     target: ChannelFlops,
     layout: Layout | None,
-    importance: str,
+    importance: Any,
     round_to: int | None,
+    data: list[Any] | None,
+    time_limit_s: float | None,
+    skipped: list[SkippedGroup] | None,
 ) -> list[ChannelStep]:
     """Bisect the uniform prune fraction: FLOPs after only fall as the fraction grows, so the
     smallest fraction that meets the limit removes the fewest channels."""
     check_ratio(target)
     dense = profile.flops(model, example_inputs)
     limit = target.keep * dense
+    importance = _importance(importance, model, data if data is not None else [example_inputs])  # once, not per try
+
+    reports: dict[int, list[SkippedGroup]] = {}
 
     def attempt(fraction: float) -> tuple[list[ChannelStep], int]:
         ratio = ChannelRatio(fraction, ignore=target.ignore)
-        steps = plan_channels(model, example_inputs, ratio, layout, importance, round_to)
+        report: list[SkippedGroup] = []
+        steps = plan_channels(model, example_inputs, ratio, layout, importance, round_to, data, time_limit_s, report)
+        reports[id(steps)] = report
         return steps, profile.flops(apply_channels(copy.deepcopy(model), example_inputs, steps), example_inputs)
 
     if dense <= limit:
@@ -298,25 +407,51 @@ def _plan_flops(
             high, best = mid, steps
         else:
             low = mid
+    if skipped is not None:
+        skipped.extend(reports[id(best)])
     return best
+
+
+def _channel_groups(group: Any) -> int:
+    """Channel groups every member of `group` must keep equal: the lcm of the `groups` of the
+    grouped (not depthwise) convolutions, GroupNorm groups and attention heads it holds."""
+    need = 1
+    for dep, _ in group:
+        m = dep.target.module
+        if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not m.groups == m.in_channels == m.out_channels:
+            need = math.lcm(need, m.groups)
+        elif isinstance(m, nn.GroupNorm):
+            need = math.lcm(need, m.num_groups)
+        elif isinstance(m, nn.MultiheadAttention):
+            need = math.lcm(need, m.num_heads)
+    return need
 
 
 def _choose(
     dg: tp.DependencyGraph, group: Any, scorer: tp.importance.Importance, ratio: float, round_to: int | None
 ) -> list[int]:
-    """The lowest-importance output channels of a group's root (whole PixelShuffle blocks)."""
+    """The lowest-importance output channels of a group's root (whole PixelShuffle blocks; the
+    same positions in every channel group when the group holds grouped convs / heads)."""
     root = group[0].dep.target.module
     n = len(group[0].idxs)
     block = _block_size(dg, root)
-    k = _count_to_prune(n, block, ratio, round_to)
+    parts = _channel_groups(group)
+    if parts > 1 and (n % parts or block > 1):
+        raise UnreachableTargetError(
+            f"{n} channels cannot be split into {parts} equal channel groups" + (" of PixelShuffle blocks" if block > 1 else "")
+        )
+    per = n // parts
+    k = _count_to_prune(per, block, ratio, round_to // parts if round_to and round_to % parts == 0 else round_to)
     if k == 0:
         return []
     scores = scorer(group)
     if scores is None:
         return []
-    per_block = scores.double().reshape(n // block, block).sum(dim=1)
+    per_position = scores.double().reshape(parts, per).sum(dim=0)
+    per_block = per_position.reshape(per // block, block).sum(dim=1)
     chosen = torch.argsort(per_block, stable=True)[: k // block]
-    return sorted(int(b) * block + j for b in chosen for j in range(block))
+    positions = sorted(int(b) * block + j for b in chosen for j in range(block))
+    return [g * per + pos for g in range(parts) for pos in positions]
 
 
 def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, quiet: bool = False) -> list[tuple] | None:

@@ -49,3 +49,8 @@ class TrainingDivergedError(PrunekitError, FloatingPointError):
 
 class ExportError(PrunekitError, RuntimeError):
     """A model could not be exported, or the exported file does not compute what PyTorch does."""
+
+
+class OutputError(PrunekitError, ValueError):
+    """An output path would overwrite or delete something the user owns (an input, a foreign file or
+    folder), or is in use by another run; nothing was written."""

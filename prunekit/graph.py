@@ -1,9 +1,20 @@
-"""Residual-unit discovery by tracing: which submodules of any nn.Module compute `x + g(x)`.
+"""Residual-unit discovery: which submodules of any nn.Module compute `x + g(x)`.
 
-A module is a unit when it has parameters, its output has the shape of its first tensor input, and
-re-running it with every parameter set to zero returns that input exactly, both for the input it saw
-during the traced forward and for a random one. No model-specific code is needed, extra forward
-arguments are replayed as recorded, and units nest naturally (a residual group holding residual blocks).
+Two checks, both on the input each module really received during one forward pass:
+
+* structure: re-run the module on that input with autograd on and read the graph of its output. It
+  is a residual when the output is `add(input, branch)`, the branch optionally scaled, possibly a
+  chain of such adds (a transformer block's attention and MLP), optionally with element-wise
+  activations or norms on the trunk (`relu(x + f(x))`, post-norm `norm(x + f(x))`). Removal is
+  *exact* when the module with its branch gone returns its input (no trunk op, or the op is the
+  identity on the recorded input, as ReLU is on post-ReLU features) and *approximate* otherwise.
+* zero replay (the original rule, kept for forms the structure check does not read): with every
+  parameter set to zero the module returns its input exactly, for the recorded and a random input.
+
+No model-specific code is needed, extra forward arguments are replayed as recorded, and units nest
+(a residual group holding residual blocks, an RRDB around its dense blocks). Each branch of a chain
+of two or more adds that is the output of one submodule becomes a *branch unit*: removed by replacing
+that submodule with a zero stand-in (surgery.ZeroBranch).
 """
 
 from __future__ import annotations
@@ -11,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import warnings
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -30,7 +41,10 @@ class Layout(BaseModel):
 
     `include`/`protect` are fnmatch globs over dotted module paths and also cover everything below a
     matching path; `declare` names modules to treat as units even though they are not residual;
-    `channel_ignore`/`fixed_channels` are handed to width pruning.
+    `channel_ignore`/`fixed_channels` are handed to width pruning; `runner` names the registered
+    runner (prunekit.registry.RUNNERS) a latency target times the model with by default;
+    `allow_approximate=False` keeps units whose removal is only approximate (post-norm blocks)
+    listed but not removable.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,6 +54,8 @@ class Layout(BaseModel):
     declare: list[str] = Field(default_factory=list)
     channel_ignore: list[str] = Field(default_factory=list)
     fixed_channels: list[str] = Field(default_factory=list)
+    runner: str | None = None
+    allow_approximate: bool = True
 
     def includes(self, path: str) -> bool:
         return not self.include or _matches(path, self.include)
@@ -49,8 +65,15 @@ class Layout(BaseModel):
 
 
 class Unit(BaseModel):
-    """One residual (or declared) unit. `removable` is False for protected units and for containers
-    (units whose parameters all belong to their sub-units, e.g. an nn.Sequential of blocks)."""
+    """One residual (or declared) unit. `removable` is False for protected units, for containers
+    (units whose parameters all belong to their sub-units and whose own computation is not a
+    residual, e.g. an nn.Sequential of blocks) and for approximate units a layout disallows.
+
+    `kind="residual"`: removal replaces the module by the identity. `kind="branch"`: the module is
+    one branch of a residual chain inside its parent (a transformer block's `attn` or `mlp`);
+    removal replaces it by a zero stand-in returning `outputs` values (0: a tensor, n: a tuple).
+    `exact`: removal gives what the module computes with its branch gone, on the recorded inputs;
+    False for post-norm units (`norm(x + f(x))` becomes `x`, not `norm(x)`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +88,9 @@ class Unit(BaseModel):
     container: bool = False
     protected: bool = False
     declared: bool = False
+    kind: Literal["residual", "branch"] = "residual"
+    exact: bool = True
+    outputs: int = 0
 
 
 class Graph(BaseModel):
@@ -184,13 +210,19 @@ def _passthrough(*args: Any, **kwargs: Any) -> Any:
     return args[0] if args else next(iter(kwargs.values()))
 
 
+def _fresh_passthrough(*args: Any, **kwargs: Any) -> Any:
+    """The input as a new tensor, so an in-place op on a bypassed unit's result (`res += x`) does
+    not modify the module's input and the autograd graph still tells the two apart."""
+    return _passthrough(*args, **kwargs).clone()
+
+
 @contextlib.contextmanager
-def _as_identity(modules: list[nn.Module]) -> Iterator[None]:
-    """Temporarily make verified units return their input. With zero parameters they do that
+def _as_identity(modules: list[nn.Module], forward: Any = _passthrough) -> Iterator[None]:
+    """Temporarily make verified units return their input. With their branch gone they do that
     anyway, so a parent's replay skips recomputing them (a deep trunk otherwise costs a full forward)."""
     saved = [m.__dict__.get("forward") for m in modules]
     for m in modules:
-        m.forward = _passthrough
+        m.forward = forward
     try:
         yield
     finally:
@@ -201,26 +233,153 @@ def _as_identity(modules: list[nn.Module]) -> Iterator[None]:
                 m.forward = f
 
 
-def _is_residual(module: nn.Module, call: _Call, verified: list[nn.Module], gen: torch.Generator) -> bool:
-    """`x + g(x)` test: with all parameters zero the module must give back its input exactly.
-    `verified` are units inside `module` already known to pass it; `gen` draws the random probe
-    (a private generator, so analysing a model leaves the global RNG alone)."""
-    found = _first_tensor(call)
-    if found is None or call.out_shape is None or type(module) in _ZERO_WHEN_ZEROED:
-        return False
-    where, x = found
-    if call.out_shape != x.shape or not x.is_floating_point():
-        return False
+def _zero_replay(module: nn.Module, call: _Call, probe: torch.Tensor, verified: list[nn.Module]) -> bool:
+    """True if `module` with every parameter zero returns `probe` (fed as its first input) exactly."""
+    where, _ = _first_tensor(call)  # type: ignore[misc]
     zeros = {name: torch.zeros_like(p) for name, p in module.named_parameters()}
     with _as_identity(verified):
-        random = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-        for probe in (x, random):
-            # the module gets a copy, so an in-place op on its input cannot make the comparison pass
-            args, kwargs = _with_input(call, where, probe.clone())
-            out = functional_call(module, zeros, args, kwargs)
-            if not isinstance(out, torch.Tensor) or not torch.equal(out, probe):
-                return False
-    return True
+        # the module gets a copy, so an in-place op on its input cannot make the comparison pass
+        args, kwargs = _with_input(call, where, probe.clone())
+        out = functional_call(module, zeros, args, kwargs)
+    return isinstance(out, torch.Tensor) and torch.equal(out, probe)
+
+
+def _same_shape_input(module: nn.Module, call: _Call) -> torch.Tensor | None:
+    """The first tensor input when the module could be a unit (float, output of the same shape)."""
+    found = _first_tensor(call)
+    if found is None or call.out_shape is None or type(module) in _ZERO_WHEN_ZEROED:
+        return None
+    x = found[1]
+    return x if call.out_shape == x.shape and x.is_floating_point() else None
+
+
+def _is_residual(module: nn.Module, call: _Call, verified: list[nn.Module], gen: torch.Generator) -> bool:
+    """Zero replay: with all parameters zero the module must give back its input exactly, for the
+    recorded input and a random one. `verified` are units inside `module` already known to be
+    units; `gen` draws the random probe (a private generator: the global RNG is left alone)."""
+    x = _same_shape_input(module, call)
+    if x is None:
+        return False
+    random = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+    return all(_zero_replay(module, call, probe, verified) for probe in (x, random))
+
+
+# Autograd nodes allowed on the trunk of a residual: element-wise activations and norms.
+_TRUNK_OPS = {
+    "ReluBackward", "LeakyReluBackward", "HardtanhBackward", "GeluBackward", "SiluBackward", "EluBackward",
+    "PreluKernelBackward", "NativeLayerNormBackward", "NativeBatchNormBackward", "NativeGroupNormBackward",
+    "CudnnBatchNormBackward",
+}
+
+
+def _op(node: Any) -> str:
+    return node.name().rstrip("0123456789")
+
+
+@dataclass
+class _Form:
+    """A residual read from the autograd graph: the branch nodes added to the trunk, in order, and
+    whether an activation / norm sits on the trunk."""
+
+    branches: list[Any]
+    trunk_ops: bool
+    modules: dict[int, tuple[str, int]] = field(default_factory=dict)  # branch node -> (path, outputs)
+
+
+def _chain(node: Any, start: Any, memo: dict[int, Any]) -> tuple[list[Any], bool] | None:
+    """(branches, trunk ops seen) if `node` reduces to `start` through adds and trunk ops only,
+    with at least one add below every trunk op."""
+    if node is start:
+        return [], False
+    if node is None:
+        return None
+    if id(node) in memo:
+        return memo[id(node)]
+    found: tuple[list[Any], bool] | None = None
+    op = _op(node)
+    if op in _TRUNK_OPS:
+        inner = _chain(node.next_functions[0][0], start, memo)
+        found = (inner[0], True) if inner is not None and inner[0] else None  # only after an add: relu(x) + f(x) is no residual
+    elif op == "AddBackward" and len(node.next_functions) == 2:
+        a, b = node.next_functions[0][0], node.next_functions[1][0]
+        for trunk, branch in ((a, b), (b, a)):
+            if branch is None or branch is start:
+                continue
+            inner = _chain(trunk, start, memo)
+            if inner is not None:
+                found = (inner[0] + [branch], inner[1])
+                break
+    memo[id(node)] = found
+    return found
+
+
+def _residual_form(module: nn.Module, call: _Call, inner: list[nn.Module]) -> _Form | None:
+    """Read `module`'s computation on its recorded input: None unless it is a residual (above)."""
+    x = _same_shape_input(module, call)
+    if x is None:
+        return None
+    where, _ = _first_tensor(call)  # type: ignore[misc]
+    with torch.enable_grad():
+        probe = x.detach().clone().requires_grad_(True).clone()
+    start = probe.grad_fn
+    produced: dict[int, list[tuple[str, int]]] = {}  # output node -> (path, outputs) of the calls making it
+    ncalls: dict[str, int] = {}
+    handles = []
+    for path, sub in module.named_modules():
+        if not path or not any(True for _ in sub.parameters()):
+            continue
+
+        def hook(mod: nn.Module, args: tuple, out: Any, path: str = path) -> None:
+            ncalls[path] = ncalls.get(path, 0) + 1
+            first = out[0] if isinstance(out, (tuple, list)) and out else out
+            if isinstance(first, torch.Tensor) and first.grad_fn is not None:
+                n = len(out) if isinstance(out, (tuple, list)) else 0
+                produced.setdefault(id(first.grad_fn), []).append((path, n))
+
+        handles.append(sub.register_forward_hook(hook))
+    args, kwargs = _with_input(call, where, probe)
+    try:
+        with torch.enable_grad(), _as_identity(inner, _fresh_passthrough):
+            out = module(*args, **kwargs)
+        if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+            return None
+        found = _chain(out.grad_fn, start, {})
+    except (RuntimeError, ValueError, TypeError, IndexError, RecursionError):
+        return None  # the recorded call does not replay with gradients: leave it to zero replay
+    finally:
+        for h in handles:
+            h.remove()
+    if not found or not found[0]:
+        return None
+    form = _Form(found[0], found[1])
+    inner_ids = {id(m) for m in inner}
+    modules = dict(module.named_modules())
+    for node in form.branches:
+        makers = [(p, n) for p, n in produced.get(id(node), []) if ncalls[p] == 1 and id(modules[p]) not in inner_ids]
+        if makers:
+            form.modules[id(node)] = min(makers, key=lambda m: m[0].count("."))  # the outermost module
+    return form
+
+
+@dataclass
+class _Found:
+    module: nn.Module
+    exact: bool
+    own_residual: bool  # its own computation is a residual (not only a chain of sub-units)
+    branches: list[tuple[str, int]]  # branch sub-units: (path relative to the module, outputs)
+
+
+def _classify(module: nn.Module, call: _Call, inner: list[nn.Module], gen: torch.Generator) -> _Found | None:
+    form = _residual_form(module, call, inner)
+    if form is None:
+        return _Found(module, True, False, []) if _is_residual(module, call, inner, gen) else None
+    exact = not form.trunk_ops or _zero_replay(module, call, _same_shape_input(module, call), inner)  # type: ignore[arg-type]
+    branches: list[tuple[str, int]] = []
+    if len(form.branches) >= 2 and not form.trunk_ops and all(id(b) in form.modules for b in form.branches):
+        branches = [form.modules[id(b)] for b in form.branches]
+        if len({p for p, _ in branches}) != len(branches):
+            branches = []
+    return _Found(module, exact, True, branches)
 
 
 def _unique_params(module: nn.Module) -> dict[int, int]:
@@ -233,7 +392,7 @@ def _flops_by_module(model: nn.Module, example_inputs: ExampleInputs) -> dict[st
     try:
         return profile.flops_by_module(model, example_inputs)
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
-        # FLOPs are informative; a model fvcore cannot trace must still be analysable.
+        # FLOPs are informative; a model that cannot be counted must still be analysable.
         warnings.warn(f"FLOPs could not be counted ({exc}); unit FLOPs are reported as 0", stacklevel=3)
         return {"": 0}
 
@@ -251,15 +410,25 @@ def analyze(model: nn.Module, example_inputs: ExampleInputs, layout: Layout | No
     try:
         with torch.no_grad():
             calls = _record_first_calls(model, example_inputs)
-            residual: dict[str, nn.Module] = {}
+            residual: dict[str, _Found] = {}
+            branch_of: dict[str, tuple[str, int]] = {}  # branch unit path -> (block path, outputs)
             gen = torch.Generator().manual_seed(0)
             for path, module in reversed(modules.items()):  # inner modules before the ones holding them
                 if not path or not layout.includes(path) or path in layout.declare or path not in calls:
                     continue
-                inner = [m for p, m in residual.items() if p.startswith(path + ".")]
-                if _unique_params(module) and _is_residual(module, calls[path], inner, gen):
-                    residual[path] = module
-            found = [(p, p in layout.declare) for p in modules if p in residual or (p and p in layout.declare)]
+                inner = [f.module for p, f in residual.items() if p.startswith(path + ".")]
+                if not _unique_params(module):
+                    continue
+                found_here = _classify(module, calls[path], inner, gen)
+                if found_here is not None:
+                    residual[path] = found_here
+                    for sub, outputs in found_here.branches:
+                        if layout.includes(f"{path}.{sub}"):
+                            branch_of[f"{path}.{sub}"] = (path, outputs)
+            found = [
+                (p, p in layout.declare) for p in modules
+                if p in residual or p in branch_of or (p and p in layout.declare)
+            ]
         flops = _flops_by_module(model, example_inputs)
     finally:
         for m, training in modes.items():
@@ -282,12 +451,16 @@ def analyze(model: nn.Module, example_inputs: ExampleInputs, layout: Layout | No
         in_children: dict[int, int] = {}
         for c in children:
             in_children.update(_unique_params(modules[c]))
-        container = bool(children) and set(own) <= set(in_children)
+        info = residual.get(path)
+        own_residual = info is not None and info.own_residual
+        container = bool(children) and set(own) <= set(in_children) and not own_residual
+        exact = info.exact if info is not None else True
         protected = layout.protects(path)
         depth, p = 0, parents[path]
         while p is not None:
             depth, p = depth + 1, parents[p]
         unit_flops = int(flops.get(path, 0))
+        branch = branch_of.get(path)
         units.append(
             Unit(
                 path=path,
@@ -297,10 +470,13 @@ def analyze(model: nn.Module, example_inputs: ExampleInputs, layout: Layout | No
                 parent=parents[path],
                 children=children,
                 depth=depth,
-                removable=not container and not protected,
+                removable=not container and not protected and (exact or layout.allow_approximate),
                 container=container,
                 protected=protected,
                 declared=declared,
+                kind="branch" if branch is not None and info is None else "residual",
+                exact=exact,
+                outputs=branch[1] if branch is not None and info is None else 0,
             )
         )
     graph = Graph(

@@ -12,10 +12,18 @@ handles so that the ops super-resolution models use are all counted consistently
   activations / max-pooling: 0 (data movement or comparisons, like fvcore's own treatment of ReLU);
 * ConvTranspose: fvcore counts it at its INPUT resolution (N x Cin x Cout/g x k^2 x Hin x Win,
   the true number of MACs); pass ``conv_transpose="output"`` to count it at the output
-  resolution as some published profilers did.
+  resolution as some published profilers did;
+* attention: fused multi-head attention (aten::_native_multi_head_attention, nn.MultiheadAttention's
+  inference path) counts its q/k/v and output projections, Q K^T, the softmax and A V;
+  scaled_dot_product_attention counts Q K^T, the softmax and A V; softmax is 1 per element;
+* average pooling: kernel taps per output element; adaptive average pooling: 1 per input element;
+* torchvision::deform_conv2d: the convolution's MACs plus 4 bilinear taps per sampled input value.
 
 Ops left without a handle are returned in `FlopReport.unsupported` and logged, never silently
-dropped.
+dropped. When the model cannot be traced at all (a forward whose Python logic breaks under
+torch.jit tracing), counting falls back to forward hooks on the layers (conv, linear, norms,
+nn.MultiheadAttention, pooling, upsampling by their shapes); `FlopReport.method` is then "hooks"
+and `FlopReport.uncounted` says what such a count misses.
 """
 
 from __future__ import annotations
@@ -94,6 +102,8 @@ class FlopReport:
     by_operator: dict[str, int]
     unsupported: dict[str, int] = field(default_factory=dict)  # op name -> occurrences
     conv_transpose: str = "input"
+    method: Literal["trace", "hooks"] = "trace"
+    uncounted: list[str] = field(default_factory=list)  # what a hook count misses (method "hooks")
 
 
 @contextlib.contextmanager
@@ -136,6 +146,49 @@ def _convolution(conv_transpose: str) -> Callable:
         return Counter({"conv": x_shape[0] * math.prod(w_shape) * math.prod(spatial)})
 
     return handle
+
+
+def _multi_head_attention(inputs: list, outputs: list) -> int:
+    """aten::_native_multi_head_attention(query, key, value, embed_dim, num_head, ...), batch first."""
+    b, length, e = _shape(inputs[0])
+    source = _shape(inputs[1])[1]
+    heads = int(inputs[4].toIValue())
+    return _attention_macs(b, length, source, e, heads)
+
+
+def _attention_macs(b: int, length: int, source: int, e: int, heads: int) -> int:
+    """q/k/v projections + Q K^T + A V + output projection + softmax (1 per weight)."""
+    return b * (length * e * e + 2 * source * e * e + 2 * length * source * e + length * e * e + heads * length * source)
+
+
+def _sdpa(inputs: list, outputs: list) -> int:
+    q, k, v = _shape(inputs[0]), _shape(inputs[1]), _shape(inputs[2])
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1] + 1)  # Q K^T, A V, softmax
+
+
+def _int_list(value: torch._C.Value) -> list[int]:
+    """A traced int[] argument (a constant, or a prim::ListConstruct of constants)."""
+    constant = value.toIValue()
+    if constant is not None:
+        return list(constant)
+    return [int(v.toIValue()) for v in value.node().inputs()]
+
+
+def _avg_pool(inputs: list, outputs: list) -> int:
+    return math.prod(_int_list(inputs[1])) * _numel(outputs[0])
+
+
+def _per_input(inputs: list, outputs: list) -> int:
+    return _numel(inputs[0])
+
+
+def _deform_conv(inputs: list, outputs: list) -> int:
+    """torchvision::deform_conv2d(input, weight, offset, mask, bias, ...): conv MACs + sampling."""
+    x_shape, w_shape, out_shape = _shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])
+    n, cin = x_shape[0], x_shape[1]
+    taps = w_shape[2] * w_shape[3] * out_shape[2] * out_shape[3]
+    return n * math.prod(w_shape) * out_shape[2] * out_shape[3] + 4 * n * cin * taps
 
 
 def _wrap_kwargs(model: nn.Module, kwargs: dict) -> tuple[nn.Module, tuple, str]:
@@ -182,6 +235,14 @@ def flop_report(
     }
     handles.update({op: _per_output(1) for op in _ELEMENTWISE_OPS})
     handles.update({op: None for op in _FREE_OPS})
+    handles.update({
+        "aten::_native_multi_head_attention": _multi_head_attention,
+        "aten::scaled_dot_product_attention": _sdpa,
+        "aten::softmax": _per_output(1), "aten::_softmax": _per_output(1),
+        "aten::avg_pool1d": _avg_pool, "aten::avg_pool2d": _avg_pool, "aten::avg_pool3d": _avg_pool,
+        "aten::adaptive_avg_pool1d": _per_input, "aten::adaptive_avg_pool2d": _per_input,
+        "aten::adaptive_avg_pool3d": _per_input, "torchvision::deform_conv2d": _deform_conv,
+    })
 
     with eval_mode(model):
         analysis = FlopCountAnalysis(traced, args)
@@ -192,8 +253,13 @@ def flop_report(
             warnings.simplefilter("ignore")
             try:
                 total = int(analysis.total())
-            except (RuntimeError, TypeError, ValueError) as exc:
-                raise InputShapeError(f"cannot trace the model on the example inputs: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - tracing fails in many ways; counting must not
+                report = hook_report(model, example_inputs, conv_transpose)
+                logger.warning(
+                    "the model cannot be traced (%s: %s); FLOPs counted with layer hooks, which miss: %s",
+                    type(exc).__name__, exc, "; ".join(report.uncounted),
+                )
+                return report
             raw_by_module = analysis.by_module()
             by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
             unsupported = {k: int(v) for k, v in analysis.unsupported_ops().items()}
@@ -212,6 +278,101 @@ def flop_report(
     if unsupported:
         logger.warning("FLOPs not counted for ops without a handle: %s", unsupported)
     return FlopReport(total, by_module, by_operator, unsupported, conv_transpose)
+
+
+_BY_HOOKS_MISSES = (
+    "operations written in forward() bodies outside nn layers (element-wise ops, matmul, "
+    "interpolation, functional attention)"
+)
+_INTERPOLATION_TAPS = {"nearest": 0, "bilinear": 4, "linear": 2, "bicubic": 16, "trilinear": 8}
+_FREE_LAYERS = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardtanh,
+    nn.Hardswish, nn.Mish, nn.Dropout, nn.Identity, nn.PixelShuffle, nn.PixelUnshuffle, nn.Flatten,
+    nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d, nn.ZeroPad2d,
+    nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ConstantPad2d,
+)
+
+
+def _layer_macs(module: nn.Module, args: tuple, out: Any, conv_transpose: str) -> tuple[str, int] | None:
+    """(kind, MACs) of one call of a known layer from its shapes (the trace handles' conventions)."""
+    x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    y = out[0] if isinstance(out, (tuple, list)) else out
+    if x is None or not isinstance(y, torch.Tensor):
+        return None
+    if isinstance(module, nn.modules.conv._ConvNd):
+        w = module.weight.shape
+        transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+        spatial = x.shape[2:] if transposed and conv_transpose == "input" else y.shape[2:]
+        return "conv", x.shape[0] * math.prod(w) * math.prod(spatial)
+    if isinstance(module, nn.Linear):
+        return "linear", y.numel() * module.in_features
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return "batch_norm", x.numel() * (2 if module.affine else 1)
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)):
+        affine = getattr(module, "elementwise_affine", getattr(module, "affine", False))
+        return "norm", x.numel() * (5 if affine else 4)
+    if isinstance(module, nn.MultiheadAttention):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        query, key = (tensors[0], tensors[1]) if len(tensors) > 1 else (x, x)
+        if query.dim() == 2:  # unbatched (L, E)
+            b, length, source = 1, query.shape[0], key.shape[0]
+        elif module.batch_first:
+            b, length, source = query.shape[0], query.shape[1], key.shape[1]
+        else:
+            b, length, source = query.shape[1], query.shape[0], key.shape[0]
+        return "attention", _attention_macs(b, length, source, module.embed_dim, module.num_heads)
+    if isinstance(module, nn.Upsample):
+        return "upsample", _INTERPOLATION_TAPS.get(module.mode, 4) * y.numel()
+    if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+        kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * (x.dim() - 2)
+        return "avg_pool", math.prod(kernel) * y.numel()
+    if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        return "adaptive_avg_pool", x.numel()
+    if isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+        return "softmax", y.numel()
+    return None
+
+
+def hook_report(
+    model: nn.Module, example_inputs: ExampleInputs, conv_transpose: Literal["input", "output"] = "input"
+) -> FlopReport:
+    """Count FLOPs (MACs) with forward hooks on known layers, from their input / output shapes:
+    works on any model that runs, but misses what `FlopReport.uncounted` lists."""
+    names = {id(m): n for n, m in model.named_modules()}
+    own: Counter = Counter()
+    by_kind: Counter = Counter()
+    unknown: set[str] = set()
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            pass  # its projections are used functionally, so no child hook fires
+        elif any(True for _ in module.children()) and not isinstance(module, nn.modules.conv._ConvNd):
+            if any(True for _ in module.parameters(recurse=False)):
+                unknown.add(f"{name} ({type(module).__name__}): its own parameters' computation")
+            continue
+
+        def hook(mod: nn.Module, args: tuple, out: Any, name: str = name) -> None:
+            found = _layer_macs(mod, args, out, conv_transpose)
+            if found is not None:
+                own[name] += found[1]
+                by_kind[found[0]] += found[1]
+            elif not isinstance(mod, _FREE_LAYERS) and any(True for _ in mod.parameters()):
+                unknown.add(f"{name} ({type(mod).__name__}): no formula for this layer")
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with eval_mode(model), torch.no_grad():
+            try:
+                call_model(model, example_inputs)
+            except (RuntimeError, TypeError, ValueError, IndexError, KeyError) as exc:
+                raise InputShapeError(f"the model fails on the example inputs: {type(exc).__name__}: {exc}") from exc
+    finally:
+        for h in handles:
+            h.remove()
+    by_module = {n: sum(v for k, v in own.items() if k == n or not n or k.startswith(n + ".")) for n in names.values()}
+    total = by_module.get("", sum(own.values()))
+    return FlopReport(int(total), by_module, dict(by_kind), {}, conv_transpose, "hooks",
+                      [_BY_HOOKS_MISSES] + sorted(unknown))
 
 
 def flops(model: nn.Module, example_inputs: ExampleInputs, **kwargs: Any) -> int:

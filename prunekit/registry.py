@@ -1,5 +1,6 @@
 """Name -> object registries. Everything a user can select by name (strategies, models, layouts,
-datasets, evaluators, tasks, CLI commands) lives in one of these, filled by prunekit itself and
+datasets, evaluators, tasks, CLI commands, latency runners, structure replacements, channel
+importance measures) lives in one of these, filled by prunekit itself and
 by plugins found through the `prunekit.plugins` entry-point group."""
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "none"
             raise UnknownNameError(f"unknown {self.kind} {name!r}; registered: {known}") from None
 
-    def names(self) -> list[str]:
-        from prunekit.plugins import load_plugins
+    def names(self, *, load_plugins: bool = True) -> list[str]:
+        """Registered names; with `load_plugins` after running every plugin's registration first."""
+        if load_plugins:
+            from prunekit.plugins import load_plugins as load
 
-        load_plugins()
+            load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
@@ -58,3 +61,6 @@ DATASETS: Registry[Callable] = Registry("dataset")
 EVALUATORS: Registry[Callable] = Registry("evaluator")
 TASKS: Registry[Callable] = Registry("task")
 COMMANDS: Registry[object] = Registry("command")
+RUNNERS: Registry[Callable] = Registry("runner")
+REPLACEMENTS: Registry[Callable] = Registry("replacement")
+CHANNEL_IMPORTANCE: Registry[Callable] = Registry("channel importance")

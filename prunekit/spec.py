@@ -296,13 +296,30 @@ def _call_factory(name: str, kwargs: dict[str, Any]) -> nn.Module:
     factory = resolve_factory(name)
     if isinstance(factory, ModelEntry):
         kwargs = factory.check_options(kwargs, f"options of model {name!r}")
+    _check_binding(name, factory.factory if isinstance(factory, ModelEntry) else factory, kwargs)
     try:
         model = factory(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"cannot build model {name!r} with options {{{_kwargs_text(kwargs)}}}: {exc}") from exc
+    except TypeError as exc:  # a factory passing **kwargs on (to a class): its binding error is the user's
+        if not any(m in str(exc) for m in ("unexpected keyword argument", "required positional argument",
+                                           "required keyword-only argument", "multiple values for")):
+            raise
+        raise ConfigError(f"cannot build model {name!r} with options {{{_kwargs_text(kwargs)}}}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model {name!r} returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _check_binding(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Options the factory does not take are a ConfigError naming them, before it is called."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call speak
+        return
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        accepted = [n for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        raise ConfigError(f"model_kwargs for {name!r}: {exc}; it accepts {accepted}") from None
 
 
 def spec_for(name: str, **kwargs: Any) -> ModelSpec:

@@ -88,6 +88,21 @@ def _paths(units: Iterable[Unit | str]) -> list[str]:
     return [u if isinstance(u, str) else u.path for u in units]
 
 
+def _branches(graph: Graph | None, units: Iterable[Unit | str]) -> dict[str, tuple[str, int]]:
+    """The branch units among `units`: path -> (the block they branch in, outputs). Removing one
+    zeroes its output instead of bypassing it, so scores measure the trunk, not the module."""
+    found: dict[str, tuple[str, int]] = {}
+    for u in units:
+        if isinstance(u, str):
+            known = {v.path: v for v in graph.units} if graph is not None else {}
+            if u not in known:
+                continue
+            u = known[u]
+        if u.kind == "branch" and u.parent is not None:
+            found[u.path] = (u.parent, u.outputs)
+    return found
+
+
 def _modules_at(model: nn.Module, paths: list[str]) -> dict[str, nn.Module]:
     """The submodules at `paths`; ConfigError naming every path the model lacks."""
     modules = dict(model.named_modules())
@@ -248,11 +263,17 @@ class Magnitude(Strategy):
 class _Recorder:
     """Forward hooks that capture each unit's first tensor input and its output."""
 
-    def __init__(self, model: nn.Module, paths: list[str], on_call: Callable[[str, torch.Tensor, Any], None]) -> None:
+    def __init__(self, model: nn.Module, paths: list[str], on_call: Callable[..., None], pre: bool = False) -> None:
         modules = _modules_at(model, paths)  # all resolved first, so a bad path leaves no hook behind
-        self.handles = [
-            modules[path].register_forward_hook(self._hook(path, on_call), with_kwargs=True) for path in paths
-        ]
+        if pre:  # on_call(path, first input) before the module runs
+            self.handles = [
+                modules[path].register_forward_pre_hook(self._pre_hook(path, on_call), with_kwargs=True)
+                for path in paths
+            ]
+        else:
+            self.handles = [
+                modules[path].register_forward_hook(self._hook(path, on_call), with_kwargs=True) for path in paths
+            ]
 
     @staticmethod
     def _hook(path: str, on_call: Callable) -> Callable:
@@ -260,6 +281,15 @@ class _Recorder:
             x = _first_tensor(args, kwargs)
             if x is not None:
                 on_call(path, x, output)
+
+        return hook
+
+    @staticmethod
+    def _pre_hook(path: str, on_call: Callable) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = _first_tensor(args, kwargs)
+            if x is not None:
+                on_call(path, x)
 
         return hook
 
@@ -281,25 +311,37 @@ def _unit_output(output: Any) -> torch.Tensor:
 @register_strategy("block_influence")
 class BlockInfluence(Strategy):
     """1 - cosine similarity between a unit's input and output, per sample, averaged over the
-    calibration data. A unit whose output equals its input changes nothing (influence 0)."""
+    calibration data. A unit whose output equals its input changes nothing (influence 0). For a
+    branch unit the input is the block's trunk t before its add and the output t + branch. For an
+    approximate (post-norm) unit it is the true error of replacing the unit by the identity."""
 
     needs_data = True
 
     def score(self, model: nn.Module, graph: Graph | None, units: Sequence[Unit | str], data: Any = None) -> Scores:
         calib = self._calibration(data)
         paths = _paths(units)
+        branches = _branches(graph, units)
         sums = {p: 0.0 for p in paths}
         counts = {p: 0 for p in paths}
+        trunk: dict[str, torch.Tensor] = {}  # block path -> its trunk so far (input + branches added)
 
         def on_call(path: str, x: torch.Tensor, output: Any) -> None:
             y = _unit_output(output)
+            if path in branches:  # the block's trunk t becomes t + branch at this branch's add
+                block = branches[path][0]
+                x = trunk[block]
+                y = trunk[block] = x + y
             if y.shape != x.shape:
                 raise ConfigError(f"unit {path!r} changes the shape {list(x.shape)} -> {list(y.shape)}")
             cos = F.cosine_similarity(x.flatten(1).double(), y.flatten(1).double(), dim=1, eps=1e-12)
             sums[path] += float((1.0 - cos).sum())
             counts[path] += cos.numel()
 
-        with eval_mode(model), torch.no_grad(), _Recorder(model, paths, on_call):
+        def on_block(block: str, x: torch.Tensor) -> None:
+            trunk[block] = x
+
+        blocks = sorted({b for b, _ in branches.values()})
+        with eval_mode(model), torch.no_grad(), _Recorder(model, paths, on_call), _Recorder(model, blocks, on_block, pre=True):
             for batch, _ in calib.batches():
                 _run(model, batch)
         missing = [p for p in paths if counts[p] == 0]
@@ -320,12 +362,13 @@ class Ablation(Strategy):
         from prunekit.surgery import remove_units
 
         calib = self._calibration(data)
+        zeroed = {p: n for p, (_, n) in _branches(graph, units).items()}
         with eval_mode(model), torch.no_grad():
             dense = [_run(model, batch) for batch, _ in calib.batches()]
             base = self._damage(calib, dense, dense)
             scores: Scores = {}
             for path in _paths(units):
-                reduced = remove_units(model, [path]).eval()
+                reduced = remove_units(model, [path], zeroed).eval()
                 outputs = [_run(reduced, batch) for batch, _ in calib.batches()]
                 scores[path] = self._damage(calib, dense, outputs) - base
         return scores
@@ -346,7 +389,7 @@ class Ablation(Strategy):
 @register_strategy("taylor")
 class Taylor(Strategy):
     """First-order Taylor estimate of the loss change when a unit is removed: removing the unit
-    replaces its output `out` by its input `in`, so dL ~ <dL/d out, in - out>. The score is
+    replaces its output `out` by its input `in` (by 0 for a branch unit), so dL ~ <dL/d out, in - out>. The score is
     |<dL/d out, out - in>| summed over calibration batches. Needs targets and a loss_fn.
     Parameter gradients are left untouched (gradients are taken w.r.t. unit outputs only)."""
 
@@ -361,11 +404,13 @@ class Taylor(Strategy):
             )
         assert calib.loss_fn is not None
         paths = _paths(units)
+        branches = _branches(graph, units)
         scores = {p: 0.0 for p in paths}
         calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []
 
         def on_call(path: str, x: torch.Tensor, output: Any) -> None:
-            calls.append((path, x, _unit_output(output)))
+            y = _unit_output(output)
+            calls.append((path, torch.zeros_like(y) if path in branches else x, y))  # a removed branch gives 0
 
         ran: set[str] = set()
         with eval_mode(model), torch.enable_grad(), _Recorder(model, paths, on_call):

@@ -109,14 +109,23 @@ def load_published_generator(
 
 
 def convert(src: str | os.PathLike, out_dir: str | os.PathLike, degradation: str | None = None,
-            scale: int | None = None) -> Path:
-    """Write `src` as a prunekit checkpoint (identity plan, nothing removed; spec.json names the options)."""
+            scale: int | None = None, overwrite: bool = False) -> Path:
+    """Write `src` as a prunekit checkpoint (identity plan, nothing removed; spec.json names the options).
+    `out_dir` must be new or empty, or with `overwrite` an earlier conversion (it holds spec.json and
+    plan.json); never `src`'s folder."""
     from prunekit.checkpoint import save
+    from prunekit.fileio import atomic_dir, check_output
     from prunekit.plan import Plan
 
+    from prunekit.checkpoint import SPEC_FILE
+
+    ours = lambda folder: (folder / SPEC_FILE).is_file() or (folder / BUILD_FILE).is_file()  # noqa: E731
+    target = check_output(out_dir, [src], kind="folder", allow_existing=overwrite, marker=ours, what="out_dir")
     model = load_published_generator(src, degradation=degradation, scale=scale)
     plan = Plan.identity(model, frnet_example_inputs(scale=model.scale))
-    return Path(save(model, plan, out_dir))  # the FRNet carries its spec (all options)
+    with atomic_dir(target) as tmp:
+        save(model, plan, tmp)  # the FRNet carries its spec (all options)
+    return Path(out_dir)
 
 
 def _checked_options(options: Any, source: str) -> dict[str, Any]:
@@ -134,8 +143,9 @@ def _checked_options(options: Any, source: str) -> dict[str, Any]:
 
 
 def _legacy_options(directory: Path, removed: list[str], width_pruned: bool) -> dict[str, Any]:
-    """Dense FRNet options of a folder without spec.json: `frnet.json` if `convert` wrote one, else
-    read off the (block-pruned) weights with the removed blocks counted back in. A width-pruned
+    """Dense FRNet options of a folder without spec.json: `frnet.json` if `convert` wrote one, the task
+    options of the TecoGAN schedule run it is the `final/` of, else read off the (block-pruned)
+    weights with the removed blocks counted back in. A width-pruned
     folder without frnet.json does not record the dense width: the caller must give nf."""
     from prunekit.checkpoint import WEIGHTS_FILE, read_weights
 
@@ -146,6 +156,15 @@ def _legacy_options(directory: Path, removed: list[str], width_pruned: bool) -> 
         except (ValueError, KeyError, TypeError) as exc:  # ValueError: JSON errors
             raise CheckpointError(f"invalid {build_file}: {exc}") from exc
         return _checked_options(options, str(build_file))
+    run_config = directory.parent / "config.json"  # a TecoGAN schedule run's final/: its task options
+    if run_config.is_file():
+        task = json.loads(run_config.read_text()).get("task", {})
+        if str(task.get("name", "")).startswith("tecogan."):
+            from tecogan_plugin.train import TecoGANOptions
+
+            o = TecoGANOptions.model_validate(task.get("options") or {})
+            return _checked_options({"nf": o.nf, "nb": o.nb, "scale": o.scale, "degradation": o.degradation},
+                                    str(run_config))
     if width_pruned:
         raise CheckpointError(
             f"{directory}: width-pruned checkpoint written before spec.json existed and without {BUILD_FILE}; "
@@ -160,7 +179,7 @@ def _legacy_options(directory: Path, removed: list[str], width_pruned: bool) -> 
 def load_converted(directory: str | os.PathLike, device: str | torch.device = "cpu", **build_kwargs: Any) -> FRNet:
     """Load a (possibly pruned) FRNet checkpoint folder: from its spec.json, or for folders written
     before specs from frnet.json / the weights. `build_kwargs` override the dense FRNet options."""
-    from prunekit.checkpoint import PLAN_FILE, SPEC_FILE, load, read_plan, read_spec
+    from prunekit.checkpoint import PLAN_FILE, load, read_plan, read_spec
 
     directory = Path(directory)
     plan = read_plan(directory / PLAN_FILE)
@@ -182,20 +201,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="directory for plan.json + spec.json + model.safetensors")
     parser.add_argument("--degradation", choices=["BD", "BI"], default=None, help="override BD/BI (default: from keys)")
     parser.add_argument("--scale", type=int, default=None, help="expected scale (checked against the file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier conversion in OUT_DIR")
 
 
 def _run(args: argparse.Namespace) -> int:
     from prunekit.checkpoint import read_spec
 
-    out = convert(args.src, args.out_dir, degradation=args.degradation, scale=args.scale)
+    out = convert(args.src, args.out_dir, degradation=args.degradation, scale=args.scale, overwrite=args.overwrite)
     options = read_spec(out).kwargs
     print(f"wrote {out} (FRNet {', '.join(f'{k}={v}' for k, v in options.items())})")
     return 0
-
-
-def register(registries) -> None:
-    """CLI command `prunekit convert tecogan SRC.pth OUT_DIR`."""
-    from prunekit.cli import Command
-
-    help = "Convert a published checkpoint (TecoGAN-PyTorch generator) to a prunekit checkpoint."
-    registries.commands.register("convert", Command("convert", help, _add_arguments, _run))

@@ -37,6 +37,10 @@ class TecoGANOptions(StrictModel):
     train_data: str = "builtin"
     train_root: str | None = None
     train_sequences: list[str] | None = None
+    # train_data "unlabeled" (your own footage, no GT): "lr" = the frames are inputs to upscale, healed by
+    # distillation from the dense teacher only; "hr" = high-resolution frames, BD-degraded to give GT too
+    unlabeled_role: Literal["lr", "hr"] = "lr"
+    unlabeled_max_frames: PositiveInt = 300
     gt_crop: PositiveInt = 128
     tempo_extent: int = Field(10, ge=2)
     moving_first_frame: bool = True
@@ -62,6 +66,9 @@ class TecoGANOptions(StrictModel):
     d_betas: tuple[float, float] = (0.9, 0.999)
     crop_border_ratio: float = Field(0.75, gt=0, le=1)
     calibration_lr_size: PositiveInt = 32
+    # GT crop of the calibration clips (default gt_crop): larger crops give a replacement's fit (the
+    # sub-pixel head's least squares) more pixels per sample
+    calibration_gt_crop: PositiveInt | None = None
     # pruning: open FNet to width pruning (only its 2-channel flow head stays fixed); SRNet only by default
     open_fnet: bool = False
 
@@ -91,9 +98,11 @@ class TecoGANTask:
     def __init__(self, **options: Any) -> None:
         self.opt = validate_config(TecoGANOptions, options, prefix="task.options")
         o = self.opt
-        if o.gt_crop % (8 * o.scale):
-            raise ConfigError(f"task.options.gt_crop: {o.gt_crop} must be a multiple of {8 * o.scale} "
-                              "(the LR crop must be a multiple of 8 for FNet)")
+        for field in ("gt_crop", "calibration_gt_crop"):
+            crop = getattr(o, field)
+            if crop is not None and crop % (8 * o.scale):
+                raise ConfigError(f"task.options.{field}: {crop} must be a multiple of {8 * o.scale} "
+                                  "(the LR crop must be a multiple of 8 for FNet)")
         from prunekit.registry import DATASETS
         from tecogan_plugin.layout import frnet_layout
 
@@ -111,6 +120,10 @@ class TecoGANTask:
         self.discriminator: SpatioTemporalDiscriminator | None = None
         self.d_optimizer: torch.optim.Optimizer | None = None
         self.d_updates = 0
+        if o.train_data == "unlabeled" and o.unlabeled_role == "lr" and o.objective == "gan":
+            raise ConfigError("task.options.objective: 'gan' needs ground truth, but train_data 'unlabeled' with "
+                              "unlabeled_role 'lr' has none; use objective 'frvsr' (healed by distillation) or "
+                              "unlabeled_role 'hr'")
         self.ctx = StepContext(device=torch.device("cpu"))
         self._train_set = None
         self._eval_set = None
@@ -173,17 +186,31 @@ class TecoGANTask:
         self.d_updates = int(state["d_updates"])
 
     # -------------------------------------------------------------- data
-    def _clips(self, seed: int):
+    def _clips(self, seed: int, gt_crop: int | None = None):
         from prunekit.registry import DATASETS
 
-        o = self.opt
+        o = self.opt.model_copy(update={"gt_crop": gt_crop}) if gt_crop is not None else self.opt
+        extra: dict[str, Any] = {"sequences": o.train_sequences} if o.train_sequences else {}
+        if o.train_data == "unlabeled":
+            extra.update(role=o.unlabeled_role, max_frames=o.unlabeled_max_frames)
+            if o.unlabeled_role == "lr":  # LR-only clips: no GT crop to move or degrade
+                return DATASETS.get(o.train_data)(root=o.train_root, split="train", degradation=o.degradation,
+                                                  scale=o.scale, tempo_extent=o.tempo_extent, gt_crop=o.gt_crop,
+                                                  seed=seed, **extra)
         return DATASETS.get(o.train_data)(root=o.train_root, split="train", degradation=o.degradation, scale=o.scale,
                                           tempo_extent=o.tempo_extent, gt_crop=o.gt_crop, seed=seed,
                                           moving_first_frame=o.moving_first_frame, moving_factor=o.moving_factor,
-                                          **({"sequences": o.train_sequences} if o.train_sequences else {}))
+                                          **extra)
 
-    def _pair(self, item: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """One sampled clip -> float (lr, gt), (T,3,h,w) and (T,3,H,W)."""
+    @property
+    def has_gt(self) -> bool:
+        """False when training on LR-only footage (train_data 'unlabeled', role 'lr')."""
+        return not (self.opt.train_data == "unlabeled" and self.opt.unlabeled_role == "lr")
+
+    def _pair(self, item: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One sampled clip -> float (lr, gt), (T,3,h,w) and (T,3,H,W); gt is None for LR-only footage."""
+        if not self.has_gt:
+            return item.float() / 255.0, None
         if self.opt.degradation == "BD":
             from tecogan_plugin.data.degrade import bd_train_pair
 
@@ -192,9 +219,10 @@ class TecoGANTask:
         return lr.float() / 255.0, gt.float() / 255.0
 
     def train_batches(self, seed: int, rank: int, world_size: int, batch_size: int = 2, start: int = 0
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Per epoch a seeded permutation of all clip starts; step i takes global positions
-        [i*B*W, (i+1)*B*W) and this rank its B of them. `start` jumps straight to step `start`."""
+        [i*B*W, (i+1)*B*W) and this rank its B of them. `start` jumps straight to step `start`.
+        Batches are (lr, gt); gt is None for LR-only footage."""
         clips = self._clips(seed)
         per_step = batch_size * world_size
         n = len(clips)
@@ -209,15 +237,26 @@ class TecoGANTask:
                 order = orders[epoch]
                 clips.set_epoch(epoch)
                 items.append(self._pair(clips[int(order[pos])]))
-            yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+            gts = [b for _, b in items]
+            yield torch.stack([a for a, _ in items]), (torch.stack(gts) if self.has_gt else None)
 
     def calibration(self, n: int) -> Calibration:
         """`n` recurrent steps from real clips: inputs (LR frame 1, LR frame 0, GT frame 0 as hr_prev),
         target GT frame 1 and the Charbonnier pixel loss, so loss-based strategies (taylor, ablation
-        with a task loss) score blocks by what they do for the reconstruction."""
-        clips = self._clips(seed=12345)
+        with a task loss) score blocks by what they do for the reconstruction. LR-only footage has no GT:
+        hr_prev is the bicubic upsampling of LR frame 0 and there are no targets (output-comparing
+        strategies such as block_influence work; loss-based ones say they need a task loss)."""
+        clips = self._clips(seed=12345, gt_crop=self.opt.calibration_gt_crop)
         order = np.random.default_rng(12345).permutation(len(clips))
         inputs, targets = [], []
+        if not self.has_gt:
+            from tecogan_plugin.ops import BicubicUpsampler
+
+            up = BicubicUpsampler(self.opt.scale)
+            for i in order[:n]:
+                lr, _ = self._pair(clips[int(i)])
+                inputs.append((lr[1:2], lr[0:1], up(lr[0:1])))
+            return Calibration(inputs=inputs)
         for i in order[:n]:
             lr, gt = self._pair(clips[int(i)])
             inputs.append((lr[1:2], lr[0:1], gt[0:1]))
@@ -229,16 +268,25 @@ class TecoGANTask:
              ) -> tuple[torch.Tensor, dict[str, float]]:
         o = self.opt
         device = self.ctx.device
-        lr, gt = batch[0].to(device), batch[1].to(device)
+        lr = batch[0].to(device)
+        gt = batch[1].to(device) if batch[1] is not None else None
+        if gt is None and teacher is None:
+            raise ConfigError("train_data 'unlabeled' (role 'lr') has no ground truth: only fine-tune stages with "
+                              "`distill:` can heal on it (the dense teacher's output is the target); remove the "
+                              "train stage or set unlabeled_role 'hr' for high-resolution footage")
         t = lr.shape[1]
         if o.uses_pingpong():
-            lr, gt = _pingpong(lr), _pingpong(gt)
+            lr = _pingpong(lr)
+            gt = _pingpong(gt) if gt is not None else None
         out = model(lr)
         hr = out["hr"]
-        pixel = charbonnier(hr, gt)
         warp = warping_loss(out["lr_prev"], out["lr_curr"], out["lr_flow"])
-        total = o.pixel_weight * pixel + o.warp_weight * warp
-        logs = {"pixel": float(pixel.detach()), "warp": float(warp.detach())}
+        total = o.warp_weight * warp
+        logs = {"warp": float(warp.detach())}
+        if gt is not None:  # without GT the pixel term is absent; the distiller adds the teacher's output instead
+            pixel = charbonnier(hr, gt)
+            total = total + o.pixel_weight * pixel
+            logs["pixel"] = float(pixel.detach())
         if o.uses_pingpong():
             pp = charbonnier(hr[:, : t - 1], hr[:, t:].flip(1))
             total = total + o.pingpong_weight * pp

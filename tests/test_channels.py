@@ -9,7 +9,7 @@ import prunekit as pk
 from prunekit import profile
 from prunekit.budget import ChannelFlops, ChannelRatio
 from prunekit.channels import ChannelStep, apply_channels, dependency_graph, output_layers, plan_channels
-from prunekit.errors import ConfigError, PlanMismatchError, UnreachableTargetError
+from prunekit.errors import ConfigError, PlanMismatchError, UnknownNameError, UnreachableTargetError
 from prunekit.graph import Layout
 from prunekit.surgery import remove_units
 
@@ -195,8 +195,8 @@ def test_importance_l2_removes_the_weakest_channels():
 def test_bad_arguments():
     with pytest.raises(UnreachableTargetError, match="prune"):
         plan_channels(TecoLike(), X, ChannelRatio(1.0))
-    with pytest.raises(ConfigError, match="importance"):
-        plan_channels(TecoLike(), X, ChannelRatio(0.5), importance="taylor")
+    with pytest.raises(UnknownNameError, match="channel importance 'no_such'"):
+        plan_channels(TecoLike(), X, ChannelRatio(0.5), importance="no_such")
     with pytest.raises(PlanMismatchError, match="no_such"):
         apply_channels(TecoLike(), X, [ChannelStep(layer="no_such", idxs=[0])])
     with pytest.raises(PlanMismatchError, match="8 output channels"):

@@ -45,20 +45,29 @@ def test_sequential_of_blocks_is_a_container() -> None:
     assert [u.path for u in graph.removable()] == ["blocks.0", "blocks.1", "blocks.2"]
 
 
-def test_rrdb_dense_blocks_found_and_rrdb_declarable() -> None:
+def test_rrdb_is_a_removable_unit_around_its_dense_blocks() -> None:
+    """x + 0.2 * rdb3(rdb2(rdb1(x))): the scaled residual around a chain of units is found from the
+    computation and is removable on its own (not a container), as are its dense blocks."""
     model = zoo.RRDBNet(nb=2)
     found = analyze(model, zoo.image())
-    assert paths(found) == [f"body.{i}.rdb{j}" for i in range(2) for j in (1, 2, 3)]
+    assert paths(found) == ["body"] + [p for i in range(2) for p in [f"body.{i}"] + [f"body.{i}.rdb{j}" for j in (1, 2, 3)]]
+    rrdb = found.unit("body.0")
+    assert rrdb.removable and not rrdb.container and rrdb.exact and rrdb.kind == "residual"
+    assert rrdb.children == ["body.0.rdb1", "body.0.rdb2", "body.0.rdb3"]
+    assert found.unit("body").container  # the nn.Sequential of RRDBs only chains them
     declared = analyze(model, zoo.image(), Layout(declare=["body.0", "body.1"]))
     assert declared.unit("body.0").declared
-    assert declared.unit("body.0").children == ["body.0.rdb1", "body.0.rdb2", "body.0.rdb3"]
-    assert declared.unit("body.0.rdb2").depth == 1
+    assert declared.unit("body.0.rdb2").depth == 2  # body -> body.0 -> body.0.rdb2
 
 
-def test_transformer_block_with_mask_argument() -> None:
+def test_transformer_block_with_mask_argument_and_two_sub_blocks() -> None:
     graph = analyze(zoo.Transformer(depth=3), zoo.transformer_inputs())
-    assert paths(graph) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert paths(graph) == [p for i in range(3) for p in (f"blocks.{i}", f"blocks.{i}.attn", f"blocks.{i}.mlp")]
     assert graph.input_shapes == {"tokens": [2, 6, 4], "mask": [2, 6]}
+    block, attn = graph.unit("blocks.0"), graph.unit("blocks.0.attn")
+    assert block.kind == "residual" and block.removable and block.children == ["blocks.0.attn", "blocks.0.mlp"]
+    assert attn.kind == "branch" and attn.parent == "blocks.0" and attn.removable and attn.exact
+    assert [u.path for u in graph.leaves()] == [p for p in paths(graph) if p.count(".") == 2]
 
 
 def test_plain_cnn_has_no_units() -> None:

@@ -338,3 +338,12 @@ def test_rng_state_leaves_cuda_alone_until_the_process_has_used_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(8, dtype=torch.uint8)])
     assert len(ckpt.rng_state()["cuda"]) == 1
+
+
+def test_prune_stage_passes_channel_importance_and_round_to(tmp_path):
+    stages = [{"kind": "prune", "strategy": "magnitude", "calibration": 2, "channel_importance": "activation",
+               "round_to": 3, "target": {"kind": "channel_ratio", "prune": 0.4}}]
+    result = run(config(tmp_path / "imp", stages=stages))
+    assert result.plan.channel_importance == "activation" and result.plan.round_to == 3
+    widths = [m.out_channels for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert 6 in widths and 8 not in widths  # 8 x 0.6 = 4.8 -> nearest multiple of 3

@@ -111,10 +111,12 @@ def test_plan_with_extra_args_model() -> None:
     inputs = zoo.transformer_inputs()
     graph = pk.analyze(model, inputs)
     p = pk.plan(model, graph, strategy="block_influence", target=pk.KeepBlocks(n=2))
-    assert len(p.removed) == 2
+    assert len(p.removed) == 6  # the blocks are the 8 attention / MLP sub-blocks
+    assert set(p.zeroed) == set(p.removed)
     small = pk.apply(model, p)
-    assert len(small.blocks) == 2
     assert small(**inputs).shape == model(**inputs).shape
+    whole = pk.plan(model, graph, strategy="positional", target=pk.KeepBlocks(n=8))
+    assert whole.removed == [] and len(pk.remove_units(model, ["blocks.1", "blocks.2"]).blocks) == 2
 
 
 def test_params_ratio_target_and_width_target() -> None:

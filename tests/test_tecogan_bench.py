@@ -38,14 +38,15 @@ def test_report_files_and_rows(first_run):
     for name in ("results.json", "results.csv", "report.md", "pareto_builtin-test.png", "crops.png"):
         assert (out / name).is_file(), name
     rows = result["rows"]
-    assert [r["key"] for r in rows] == ["dense", "dense-control", "positional-plain-nb2", "positional-plain-nb1",
-                                        "magnitude-distill-nb2", "magnitude-distill-nb1"]
-    dense, control = rows[0], rows[1]
+    assert [r["key"] for r in rows] == ["dense", "dense-control", "bicubic", "positional-plain-nb2",
+                                        "positional-plain-nb1", "magnitude-distill-nb2", "magnitude-distill-nb1"]
+    dense, control, bicubic = rows[0], rows[1], rows[2]
     # the control is the dense model trained for the healing budget more: same size, other weights
     assert (control["params_total"], control["blocks"], control["finetune"]) == (dense["params_total"], 3, "control")
     assert control["metrics"] != dense["metrics"]
+    assert bicubic["params_total"] == 0 and bicubic["metrics"]["builtin-test"]["psnr"] > 5
     per_block = 2 * (8 * 8 * 9 + 8)  # one residual block of nf=8: two 3x3 convs with bias
-    for r in rows[2:]:
+    for r in rows[3:]:
         assert r["params_total"] == dense["params_total"] - (3 - r["blocks"]) * per_block
         assert r["params_srnet"] == dense["params_srnet"] - (3 - r["blocks"]) * per_block
         assert 0 < r["flops_removed_pct"] < 100
@@ -57,10 +58,16 @@ def test_report_files_and_rows(first_run):
     assert "positional" in report and "SRNet" in report and "unavailable" in report
 
 
-def test_rerun_resumes_and_same_seed_gives_same_table(first_run, tmp_path):
+def test_rerun_resumes_and_same_seed_gives_same_table(first_run, tmp_path, capsys):
     out, result = first_run
+    capsys.readouterr()
     again = run_bench(TINY, out, progress=False)  # everything is on disk: nothing is recomputed
     assert _table(again) == _table(result)
+    said = capsys.readouterr().out
+    for row in result["rows"]:  # the rerun names every step it skips and where the result lies
+        assert f"{row['key']}: evaluated earlier ({out / 'rows' / (row['key'] + '.json')}, skipped)" in said
+    assert "dense: trained earlier" in said and "latency: measured earlier for these 7 models" in said
+    assert "0 of 4 pruned models computed now, 4 reused" in said and "training nb=" not in said
     fresh = run_bench(TINY, tmp_path / "second", progress=False)
     assert _table(fresh) == _table(result)
 
@@ -101,21 +108,24 @@ def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path)
     out, result = first_run
     wide_out = tmp_path / "wide"
     for part in ("runs/dense", "runs/dense-control", "runs/positional-plain-nb1", "rows/dense.json",
-                 "rows/dense-control.json", "rows/positional-plain-nb1.json"):
+                 "rows/dense-control.json", "rows/bicubic.json", "rows/positional-plain-nb1.json"):
         (wide_out / part).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (out / part).is_dir() else shutil.copy)(out / part, wide_out / part)
     wide = TINY.model_copy(update={"blocks": [1], "series": [Series(strategy="positional", finetune="plain"),
                                                              Series.parse("positional:plain:w0.5")]})
     rows = {r["key"]: r for r in run_bench(wide, wide_out, progress=False)["rows"]}
-    assert sorted(rows) == ["dense", "dense-control", "positional-plain-nb1", "positional-plain-w0.5-nb1"]
+    assert sorted(rows) == ["bicubic", "dense", "dense-control", "positional-plain-nb1", "positional-plain-w0.5-nb1"]
     depth, width = rows["positional-plain-nb1"], rows["positional-plain-w0.5-nb1"]
-    assert depth == {**next(r for r in result["rows"] if r["key"] == depth["key"]), "width": 0.0}
+    timing = ("latency_ms", "latency_p25_ms", "latency_p75_ms", "latency_min_ms", "latency_max_ms", "latency_ratio")
+    first_depth = next(r for r in result["rows"] if r["key"] == depth["key"])
+    assert {k: v for k, v in depth.items() if k not in timing} == {k: v for k, v in first_depth.items()
+                                                                   if k not in timing}
     assert (width["width"], width["blocks"]) == (0.5, 1)
     assert width["params_total"] < depth["params_total"]
     assert width["params_srnet"] < depth["params_srnet"] and width["params_fnet"] < depth["params_fnet"]
     assert width["params_total"] == width["params_srnet"] + width["params_fnet"]
     assert width["gmacs"] < depth["gmacs"] and width["metrics"]["builtin-test"]["psnr"] > 5
-    assert "| positional | plain | 0.5 | 1 |" in (wide_out / "report.md").read_text()
+    assert "| positional | plain | 0.5 | n/a | convT | 1 |" in (wide_out / "report.md").read_text()
     (wide_out / "runs" / "positional-plain-w0.5-nb1" / "bench_wall.json").unlink()  # as if cut off after training
     (wide_out / "rows" / "positional-plain-w0.5-nb1.json").unlink()
     again = run_bench(wide, wide_out, progress=False)

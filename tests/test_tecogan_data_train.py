@@ -177,7 +177,9 @@ def test_lmdb_round_trip_and_same_clips(marked, tmp_path):
     assert all(torch.equal(folder[i], lmdb_ds[i]) for i in range(len(folder)))
     dl = DataLoader(lmdb_ds, batch_size=6, num_workers=2)
     assert torch.equal(torch.cat(list(dl)), torch.stack([lmdb_ds[i] for i in range(len(lmdb_ds))]))
-    with pytest.raises(DataError, match="already exists"):
+    from prunekit.errors import OutputError
+
+    with pytest.raises(OutputError, match="already exists"):
         build_lmdb(root, out)
 
 

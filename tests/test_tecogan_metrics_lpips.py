@@ -95,6 +95,8 @@ def test_missing_backbone_reports_unavailable_and_others_still_run():
     assert report.available == ("psnr", "ssim", "tof")
     assert report.frame_avg("psnr") is not None
     assert "unavailable" in report.format_table() and ALEXNET_FILE in report.format_table()
+    assert report.format_table().count("unavailable") == 1  # one reason for LPIPS and tLP, said once
+    assert "LPIPS, tLP100: unavailable" in report.format_table()
     with pytest.raises(MissingWeightsError, match=ALEXNET_FILE):
         VideoMetrics(require_lpips=True, tof_workers=0)
 
@@ -140,12 +142,24 @@ def test_eval_command_errors_name_the_problem(tmp_path, capsys):
     _write_sequences(tmp_path / "gt", {"a": frames(6, 0)})
     (tmp_path / "pred").mkdir()
     assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--workers", "0"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no output folder for 1 of the 1 sequences" in capsys.readouterr().err
     _write_sequences(tmp_path / "pred", {"a": frames(5, 0)})
     assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--workers", "0"]) == 2
     assert "5 frames" in capsys.readouterr().err
     code = main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--require-lpips"])
     assert code == 2 and ALEXNET_FILE in capsys.readouterr().err
+
+
+def test_eval_with_fewer_outputs_than_targets_suggests_sequences(tmp_path, capsys):
+    _write_sequences(tmp_path / "gt", {"a": frames(6, 0), "b": frames(6, 1), "c": frames(6, 2)})
+    _write_sequences(tmp_path / "pred", {"a": frames(6, 3), "c": frames(6, 4)})
+    args = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--workers", "0", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 of the 3 sequences" in err and "(b)" in err and "--sequences a,c" in err
+    assert main([*args, "--sequences", "a,c"]) == 0  # what it suggested works
+    out = capsys.readouterr().out
+    assert "LPIPS, tLP100: unavailable" in out and out.count("unavailable") == 1
 
 
 @pytest.mark.cuda

@@ -73,12 +73,41 @@ def test_automatic_tile_from_free_cuda_memory(monkeypatch):
     # free = 90 MB + 10 MB cached by torch; 80% of it minus the 400x400 x4 float32 output being stitched
     budget = 0.8 * 100_000_000 - 4 * 3 * 1600 * 1600
     assert decide(400, 400) == choose_tile(400, 400, 32, budget, 1000.0) == 152
-    assert engine._auto_tile(tiny(), torch.device("cpu"), 32)(4000, 4000) is None  # CPU: whole frames
     probed = []
     monkeypatch.setattr(engine, "_bytes_per_pixel", lambda step, scale, device: probed.append(step) or 1000.0)
     fast = make_fast(tiny())
     engine._auto_tile(fast, torch.device("cuda"), 32)(40, 40)
     assert probed == [fast.eager]  # the probe must not capture CUDA graphs at its own sizes
+
+
+def test_automatic_cpu_tile_follows_available_memory(monkeypatch):
+    """A 2000x2000 LR frame (8000x8000 out) on the CPU: tiles sized to the available memory (patched),
+    whole frames when it fits, a clear error instead of an allocation failure when nothing fits."""
+    import tecogan_plugin.upscale.engine as engine
+
+    model = FRNet(nf=16, nb=2).eval()
+    per_px = engine._cpu_bytes_per_pixel(model, model, model.scale)
+    wide = FRNet(nf=32, nb=2).eval()
+    wider = engine._cpu_bytes_per_pixel(wide, wide, wide.scale)
+    assert 4 * 3 * 16 * 2 < per_px < wider  # more than its own input+output; grows with the width
+    stitched = 3 * 4 * 3 * 2000 * 2000 * 16  # state, output being stitched, float copy for uint8
+    monkeypatch.setattr(engine, "available_memory", lambda: 8 * 2**30)
+    tile = engine._auto_tile(model, torch.device("cpu"), 32)(2000, 2000)
+    budget = 0.8 * 8 * 2**30 - stitched
+    assert tile is not None and tile % GRID == 0
+    assert (tile + 64) ** 2 * per_px <= budget < (tile + 8 + 64) ** 2 * per_px
+    monkeypatch.setattr(engine, "available_memory", lambda: 2**40)
+    assert engine._auto_tile(model, torch.device("cpu"), 32)(2000, 2000) is None
+    monkeypatch.setattr(engine, "available_memory", lambda: 2**30)
+    with pytest.raises(ConfigError, match="not enough free memory"):
+        engine._auto_tile(model, torch.device("cpu"), 32)(2000, 2000)
+
+
+def test_available_memory_reads_the_host():
+    from tecogan_plugin.upscale.engine import available_memory
+
+    found = available_memory()
+    assert found is not None and 0 < found < 2**50
 
 
 # --- numerics ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from prunekit.errors import ConfigError
 from tecogan_plugin.data.frames import read_frame, write_frame
 from tecogan_plugin.nets import FRNet
 from tecogan_plugin.upscale import load_generator, open_sink, open_source, upscale_frames
-from tecogan_plugin.upscale.video import FrameSource
+from tecogan_plugin.upscale.video import MARKER_FILE
 
 H, W = 20, 36  # neither side a multiple of 8
 
@@ -77,7 +77,7 @@ def test_video_to_frames_and_fps_override(tmp_path, checkpoint):
     assert all(read_frame(p).shape == (4 * H, 4 * W, 3) for p in pngs)
     assert upscale(src, "--model", checkpoint, "--out", tmp_path / "v.mp4", "--fps", "5", "--no-fast") == 0
     assert video_props(tmp_path / "v.mp4") == (6, 5.0, (4 * W, 4 * H))
-    assert open_source(tmp_path / "v.mp4").fourcc != "MJPG"  # another container: its own default codec
+    assert open_source(tmp_path / "v.mp4").codec == "h264"  # .mp4: H.264 by default, whatever the input's codec
 
 
 def test_frame_folder_matches_python_api_and_converts_png_flavours(tmp_path, checkpoint):
@@ -93,7 +93,7 @@ def test_frame_folder_matches_python_api_and_converts_png_flavours(tmp_path, che
     said = " ".join(str(w.message) for w in caught)
     assert "im3.png" in said and "grayscale replicated" in said
     assert "im5.png" in said and "alpha channel dropped" in said
-    names = sorted(p.name for p in (tmp_path / "up").iterdir())
+    names = sorted(p.name for p in (tmp_path / "up").iterdir() if p.name != MARKER_FILE)
     assert names == sorted(f"im{i + 1}.png" for i in range(6))  # input names kept
     clip[2] = np.repeat(gray[:, :, None], 3, axis=2)
     with warnings.catch_warnings():
@@ -119,7 +119,7 @@ def test_bad_frame_stops_with_its_name_and_keeps_earlier_frames(tmp_path, checkp
     if out.suffix:
         assert video_props(out)[0] == 8  # the container was finished, not left half-written
     else:
-        assert sorted(p.name for p in out.iterdir()) == [f"{i:04d}.png" for i in range(8)]
+        assert sorted(p.name for p in out.iterdir() if p.name != MARKER_FILE) == [f"{i:04d}.png" for i in range(8)]
         assert all(np.array_equal(read_frame(out / f"{i:04d}.png"), ref[i]) for i in range(8))
 
 
@@ -160,18 +160,20 @@ def test_user_errors_exit_2_with_a_message(tmp_path, checkpoint, capsys):
     assert "input itself" in capsys.readouterr().err
 
 
-def test_unwritable_input_codec_falls_back_with_a_warning(tmp_path):
-    source = FrameSource(tmp_path / "in.mp4", "video", 2, 30.0, "avc1", (16, 8))  # H.264: OpenCV cannot encode it
-    with pytest.warns(UserWarning, match="avc1"):
-        with open_sink(tmp_path / "o.mp4", source) as sink:
-            sink.write(np.zeros((32, 64, 3), np.uint8))
-    assert video_props(tmp_path / "o.mp4") == (1, 30.0, (64, 32))
+def test_an_os_error_about_the_output_is_one_line(tmp_path, checkpoint, capsys):
+    src = tmp_path / "seq"
+    for i, f in enumerate(frames(2)):
+        write_frame(src / f"{i}.png", f)
+    (tmp_path / "a.txt").write_text("x")
+    assert upscale(src, "--model", checkpoint, "--out", tmp_path / "a.txt" / "o") == 2  # a file in the path
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "a.txt" in err and err.count("\n") == 1
 
 
 def test_open_source_reads_video_metadata(tmp_path):
     write_video(tmp_path / "in.avi", frames(4), fps=15.0)
     src = open_source(tmp_path / "in.avi")
-    assert (src.kind, src.count, src.fps, src.fourcc, src.size) == ("video", 4, 15.0, "MJPG", (W, H))
+    assert (src.kind, src.count, src.fps, src.codec, src.size, src.audio) == ("video", 4, 15.0, "mjpeg", (W, H), None)
     decoded = list(src)
     assert len(decoded) == 4 and decoded[0].shape == (H, W, 3)
     # RGB order survives the BGR round trip (MJPG is lossy, so compare channel means)

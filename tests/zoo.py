@@ -150,8 +150,8 @@ class DenseBlock(nn.Module):
 class RRDB(nn.Module):
     """Three dense blocks with an outer 0.2-scaled skip: out = x + 0.2 * rdb3(rdb2(rdb1(x))).
 
-    With zero weights the dense blocks return x, so the RRDB returns 1.2 x: it is not `x + g(x)` with
-    a vanishing g and discovery does not list it unless a layout declares it."""
+    With zero weights the dense blocks return x, so the RRDB returns 1.2 x; discovery finds it from
+    its computation (an add of its input and a scaled branch), not from zero replay."""
 
     def __init__(self, nf: int, gc: int) -> None:
         super().__init__()

@@ -14,7 +14,6 @@ import torch
 import yaml
 from torch import nn
 
-from prunekit.cli import command
 from prunekit.errors import ConfigError
 from prunekit.graph import Graph, Layout, analyze
 from prunekit.registry import LAYOUTS
@@ -145,7 +144,6 @@ def model_and_inputs(args: argparse.Namespace) -> tuple[nn.Module, Any, str | No
     return spec.build_model(), example_inputs_for(spec, args.input_shape), default_layout_name(spec)
 
 
-@command("analyze", "List a model's residual units (params, FLOPs share, nesting).", _add_arguments)
 def run(args: argparse.Namespace) -> int:
     model, inputs, layout = model_and_inputs(args)
     graph = analyze(model, inputs, resolve_layout(args.layout or layout))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prunekit.cli import command
 from prunekit.commands.analyze import add_build_argument, load_checkpoint_model, parse_kwargs
 from prunekit.errors import ConfigError
 from prunekit.export import DEFAULT_ATOL, DEFAULT_OPSET, export_onnx
@@ -37,7 +36,6 @@ def check_out(checkpoint: Path, out: Path) -> None:
         raise ConfigError(f"--out {out} is a folder; give a file name such as model.onnx")
 
 
-@command("export", "Export a checkpoint folder to ONNX and check it against PyTorch with ONNX Runtime.", _add_arguments)
 def run(args: argparse.Namespace) -> int:
     ckpt, out = Path(args.checkpoint), Path(args.out)
     if not args.atol >= 0:

@@ -11,7 +11,9 @@ Example (YAML)::
 
 Writes OUT/plan.json, OUT/spec.json, OUT/model.safetensors, OUT/report.json and OUT/report.md.
 A checkpoint folder as `weights` (or as `model`) is loaded from its spec; a pruned one is pruned
-further, and OUT's spec records the earlier plans so `pk.load(OUT)` replays them all.
+further, and OUT's spec records the earlier plans so `pk.load(OUT)` replays them all. OUT must be new
+or empty (or, with --overwrite, an earlier prune output: it holds report.json) and may not be or hold
+the inputs or the config; the folder is written whole under a temporary name, then swapped in.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from prunekit.checkpoint import load_weights, read_weights, save
-from prunekit.fileio import atomic_write
-from prunekit.cli import command
 from prunekit.commands.analyze import example_inputs_for, is_checkpoint, load_checkpoint_model, resolve_layout
+from prunekit.fileio import atomic_dir, atomic_write, check_output
 from prunekit.config import StrictModel, load_config
 from prunekit.errors import ConfigError
 from prunekit.graph import Layout, analyze
@@ -47,6 +48,11 @@ class PruneConfig(StrictModel):
     strategy: str = "block_influence"
     strategy_kwargs: dict[str, Any] = Field(default_factory=dict)
     target: Target | list[Target]
+    channel_importance: str = "l2"
+    round_to: int | None = Field(default=None, ge=1)
+    replace: list[dict[str, Any]] = Field(default_factory=list)
+    runner: str | None = None
+    latency_cache: str | None = None
     out: str
     seed: int = 0
 
@@ -85,7 +91,12 @@ def report_markdown(name: str, p: Plan) -> str:
         f"- targets: {targets}",
         f"- example inputs: {p.input_shapes}",
         f"- removed units ({len(p.removed)}): {', '.join(p.removed) or 'none'}",
-        f"- channel steps: {len(p.channels)}",
+        f"- channel steps: {len(p.channels)}"
+        + (f" (importance `{p.channel_importance}`, round_to {p.round_to})" if p.channels else ""),
+        f"- replaced: {', '.join(f'{r.name} {r.paths}' for r in p.replaced) or 'none'}",
+        *([f"- latency ({p.latency.runner}, {p.latency.threads} thread(s), {p.latency.hardware}, "
+           f"{p.latency.shapes}): dense {p.latency.dense_ms:.2f} ms, planned {p.latency.planned_ms:.2f} ms, "
+           f"measured {p.latency.measured_ms:.2f} ms ({100 * p.latency.kept:.1f}%)"] if p.latency else []),
         "",
         "| | before | after | kept |",
         "|---|---:|---:|---:|",
@@ -96,35 +107,45 @@ def report_markdown(name: str, p: Plan) -> str:
     return "\n".join(lines)
 
 
-def prune_from_config(cfg: PruneConfig, out: str | None = None) -> Plan:
-    """Run the whole prune step for a validated config; returns the plan that was saved."""
+REPORT_FILE = "report.json"  # marks a folder as an earlier prune output (what --overwrite may replace)
+
+
+def prune_from_config(cfg: PruneConfig, out: str | None = None, overwrite: bool = False,
+                      protect: tuple[str, ...] = ()) -> Plan:
+    """Run the whole prune step for a validated config; returns the plan that was saved. The output
+    folder is checked before any work (`check_output`; `protect` are further inputs it may not hold)."""
+    model_folder = cfg.model if cfg.model is not None and Path(cfg.model).is_dir() else None
+    out_dir = check_output(Path(out or cfg.out), [cfg.weights, model_folder, *protect], kind="folder",
+                           allow_existing=overwrite, marker=REPORT_FILE, what="out")
     torch.manual_seed(cfg.seed)
     model, spec = _start_model(cfg)
     inputs = example_inputs_for(spec, cfg.input_shapes, seed=cfg.seed)
     graph = analyze(model, inputs, resolve_layout(cfg.layout or spec.layout))
     targets = cfg.target if isinstance(cfg.target, list) else [cfg.target]
-    result = plan(model, graph, strategy=cfg.strategy, target=targets, **cfg.strategy_kwargs)
+    result = plan(model, graph, strategy=cfg.strategy, target=targets, channel_importance=cfg.channel_importance,
+                  round_to=cfg.round_to, replace=cfg.replace or None, runner=cfg.runner,
+                  latency_cache=cfg.latency_cache, **cfg.strategy_kwargs)
     from prunekit.surgery import apply
 
     pruned = apply(model, result, inputs)
-    out_dir = Path(out or cfg.out)
-    save(pruned, result, out_dir)
     name = cfg.model or cfg.weights or spec.build
     summary = {"model": name, "model_kwargs": cfg.model_kwargs, **json.loads(result.model_dump_json())}
-    atomic_write(out_dir / "report.json", json.dumps(summary, indent=2))
-    atomic_write(out_dir / "report.md", report_markdown(name, result))
+    with atomic_dir(out_dir) as tmp:
+        save(pruned, result, tmp)
+        atomic_write(tmp / "report.md", report_markdown(name, result))
+        atomic_write(tmp / REPORT_FILE, json.dumps(summary, indent=2))
     return result
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML or TOML file (see `prunekit.commands.prune.PruneConfig`)")
     p.add_argument("--out", help="output directory (overrides `out` in the config)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier prune output in the output directory")
 
 
-@command("prune", "Prune a model as a config file says; writes a checkpoint and a report.", _add_arguments)
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(PruneConfig, args.config)
-    result = prune_from_config(cfg, args.out)
+    result = prune_from_config(cfg, args.out, overwrite=args.overwrite, protect=(args.config,))
     s = result.stats
     print(
         f"removed {len(result.removed)} units, {len(result.channels)} channel steps: "

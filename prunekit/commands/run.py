@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit.cli import command
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -14,7 +13,6 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@command("run", "Train, prune and fine-tune as described by a run config (resumable; torchrun for DDP).", _arguments)
 def run_command(args: argparse.Namespace) -> int:
     from prunekit.schedule import run
 

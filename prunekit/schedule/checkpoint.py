@@ -9,10 +9,12 @@ Layout of one checkpoint folder `ckpt-<global step>-<stage>-<prune step>-<iterat
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunekit.errors import CheckpointError
-from prunekit.fileio import atomic_write
+from prunekit.errors import CheckpointError, ConfigError, PrunekitError
+from prunekit.fileio import atomic_dir, atomic_write, temp_dir
 
 PREFIX = "ckpt-"
 
@@ -66,11 +68,8 @@ def write_model(model: nn.Module, plan: Any, folder: Path) -> None:
 
 def replace_model(model: nn.Module, plan: Any, folder: Path) -> None:
     """`write_model` into a sibling temp folder, then swap it in: `folder` is never half-written."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_model(model, plan, tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    with atomic_dir(folder) as tmp:
+        write_model(model, plan, tmp)
 
 
 def read_model(folder: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module, Any]:
@@ -106,12 +105,12 @@ def save_checkpoint(ckpt_dir: Path, name: str, model: nn.Module, plan: Any, stat
     (names sort in run order)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"{PREFIX}{name}"
-    tmp = Path(tempfile.mkdtemp(dir=ckpt_dir, prefix=f".tmp-{PREFIX}"))
+    tmp = temp_dir(ckpt_dir, f".tmp-{PREFIX}")
     try:
         write_model(model, plan, tmp / "model")
         import io
 
-        buf = io.BytesIO()
+        buf = io.BytesIO()  # state.pt last: a folder with it is complete
         torch.save(state, buf)
         atomic_write(tmp / "state.pt", buf.getvalue())
         if final.exists():  # the same step saved again (e.g. the end of a stage that also hit ckpt_every)
@@ -138,3 +137,99 @@ def load_state(folder: Path) -> dict[str, Any]:
         return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file: say which
         raise CheckpointError(f"cannot read run checkpoint {folder / 'state.pt'}: {exc}") from exc
+
+
+# ----------------------------------------------------------------- resume
+RESULT_FIELDS = ("task", "seed", "stages", "init_checkpoint", "device", "threads")
+"""RunConfig fields that change a run's numbers (out_dir, progress, logging and checkpoint cadence do not)."""
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the result-changing part of a run config (as `RunConfig.model_dump(mode="json")`)."""
+    part = {k: config.get(k) for k in RESULT_FIELDS}
+    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
+
+
+def run_identity(config: dict[str, Any], device: torch.device, world_size: int) -> dict[str, Any]:
+    """What a checkpoint records about how it was made; a resume must match every entry."""
+    import prunekit
+
+    return {"prunekit": str(prunekit.__version__), "torch": str(torch.__version__), "config_sha256": config_hash(config),
+            "device": device.type, "threads": torch.get_num_threads(), "world_size": world_size}
+
+
+_IDENTITY_HINTS = {
+    "prunekit": "resume with the prunekit version that started the run",
+    "torch": "resume with the torch version that started the run",
+    "config_sha256": "resume with the config that started the run",
+    "device": "set `device` to what the run used",
+    "threads": "set `threads` to what the run used (CPU results depend on the thread count)",
+    "world_size": "resume with the same number of processes",
+}
+
+
+def check_identity(recorded: dict[str, Any] | None, now: dict[str, Any], folder: Path) -> None:
+    """ConfigError naming every setting that differs from what the checkpoint `folder` recorded."""
+    if recorded is None:
+        raise ConfigError(f"{folder / 'state.pt'} does not record the settings it was made with (written by an "
+                          "older prunekit); it cannot be resumed safely. Start a new run in another out_dir")
+    diffs = [f"{k}: the run used {recorded.get(k)!r}, this process has {now[k]!r} ({_IDENTITY_HINTS[k]})"
+             for k in now if recorded.get(k) != now[k]]
+    if diffs:
+        raise ConfigError(f"cannot resume {folder.parent.parent}: results would differ from the run's. "
+                          + "; ".join(diffs))
+
+
+def read_checkpoint(folder: Path, build: Callable[[], nn.Module]) -> tuple[dict[str, Any], nn.Module, Any]:
+    """(state, model, plan) of one checkpoint, every part read and checked before anything is used."""
+    state = load_state(folder)
+    if not isinstance(state, dict) or not isinstance(state.get("cursor"), dict) or "rng" not in state:
+        raise CheckpointError(f"{folder / 'state.pt'}: not a run checkpoint state (no cursor or RNG state)")
+    model, plan = read_model(folder / "model", build)
+    return state, model, plan
+
+
+def newest_valid(ckpt_dir: Path, build: Callable[[], nn.Module], move_aside: bool = True
+                 ) -> tuple[Path, dict[str, Any], nn.Module, Any] | None:
+    """The newest checkpoint that reads back whole. Unreadable newer ones (a disk fault, a truncated
+    copy) are renamed `corrupt-ckpt-...` (by the process given `move_aside`: one rank of a DDP run),
+    with a warning, so the run continues from the one before."""
+    bad: list[str] = []
+    for folder in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            state, model, plan = read_checkpoint(folder, build)
+        except PrunekitError as exc:
+            aside = folder.with_name(f"corrupt-{folder.name}")
+            bad.append(f"{folder.name}: {exc}")
+            if move_aside:
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(folder, aside)
+                warnings.warn(f"run checkpoint {folder} is unreadable ({exc}); moved to {aside.name}, resuming "
+                              "from the previous one", stacklevel=2)
+            continue
+        return folder, state, model, plan
+    if bad:
+        raise CheckpointError(f"no readable checkpoint in {ckpt_dir}: " + "; ".join(bad))
+    return None
+
+
+def _is_leftover(name: str) -> bool:
+    """Names of temporary files and folders that only a killed write leaves behind."""
+    return name.startswith(f".tmp-{PREFIX}") or (name.startswith(".") and (
+        name.endswith(".tmp") or ".partial." in name or ".old." in name))
+
+
+def clean_leftovers(run_dir: Path) -> list[Path]:
+    """Delete the temporaries of writes killed half-way (the caller holds the run lock, so none is live)."""
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "final", run_dir / "teacher"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for p in folder.iterdir():
+            if _is_leftover(p.name):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, ParamsRatio, Target
+from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, Latency, LatencyRatio, ParamsRatio, Target
 from prunekit.config import StrictModel
 
 
@@ -111,6 +111,11 @@ class PruneStage(StrictModel):
     target: Target | list[Target]
     calibration: NonNegativeInt = 8
     iterative: IterativeConfig | None = None
+    channel_importance: str = "l2"
+    round_to: PositiveInt | None = None
+    replace: list[dict[str, Any]] = Field(default_factory=list)
+    runner: str | None = None
+    latency_cache: str | None = None
 
     @field_validator("target")
     @classmethod
@@ -125,7 +130,27 @@ class PruneStage(StrictModel):
                 raise ValueError(f"{t.kind} needs 0 < keep <= 1, got {t.keep}")
             if isinstance(t, ChannelRatio) and not 0 <= t.prune < 1:
                 raise ValueError(f"channel_ratio needs 0 <= prune < 1, got {t.prune}")
+            if isinstance(t, LatencyRatio) and not 0 < t.keep <= 1:
+                raise ValueError(f"latency_ratio needs 0 < keep <= 1, got {t.keep}")
+            if isinstance(t, Latency) and not t.ms > 0:
+                raise ValueError(f"latency needs ms > 0, got {t.ms}")
+        if len(items) > 1 and any(isinstance(t, (LatencyRatio, Latency)) for t in items):
+            raise ValueError("a latency target chooses blocks and widths itself; it cannot be combined with other targets")
         return v
+
+    @field_validator("replace")
+    @classmethod
+    def _replacements(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from prunekit.replace import parse_replacements
+
+        parse_replacements(v)  # ConfigError -> ValueError below names the field
+        return v
+
+    @model_validator(mode="after")
+    def _iterative_blocks_only(self):
+        if self.iterative is not None and any(isinstance(t, (LatencyRatio, Latency)) for t in self.targets()):
+            raise ValueError("iterative pruning removes blocks a few at a time; a latency target plans in one shot")
+        return self
 
     def targets(self) -> list[Any]:
         return list(self.target) if isinstance(self.target, list) else [self.target]

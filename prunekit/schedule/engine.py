@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +23,8 @@ from torch import nn
 
 from prunekit.checkpoint import load_weights
 from prunekit.config import load_config
-from prunekit.errors import ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
-from prunekit.fileio import atomic_write
+from prunekit.errors import CheckpointError, ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
+from prunekit.fileio import atomic_write, check_output
 from prunekit.graph import analyze
 from prunekit.plan import Plan, plan as make_plan
 from prunekit.schedule import checkpoint as ckpt
@@ -31,7 +32,8 @@ from prunekit.schedule import distributed as dd
 from prunekit.schedule.config import FinetuneStage, PruneStage, RunConfig, TaskConfig, TrainStage, _Training
 from prunekit.schedule.distill import Distiller, renumbered_path
 from prunekit.surgery import apply
-from prunekit.schedule.logging import MetricsLog, progress_bar
+from prunekit.schedule.logging import MetricsLog, progress_bar, read_history
+from prunekit.schedule.runlock import LOCK_FILE, RunLock
 from prunekit.schedule.task import StepContext, Task, call_train_batches, to_device
 
 
@@ -125,6 +127,8 @@ class _Engine:
         self._reference: nn.Module | None = None
         self._resume_opt: dict | None = None
         self._resume_rows = 0
+        self.finished = False
+        self._lock: RunLock | None = None
 
     # ----------------------------------------------------------------- setup
     def reference(self) -> nn.Module:
@@ -200,34 +204,74 @@ class _Engine:
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
         _seed_everything(self.cfg.seed + self.dist.rank)
+        self._claim_run_dir(resume)
         if hasattr(self.task, "setup"):
             self.task.setup(self._context())
-        found = ckpt.list_checkpoints(self.ckpt_dir)
-        if resume and found:
+        if resume and self._config_file().is_file():
             self._check_same_schedule()
-            self._load(found[-1])
+        found = ckpt.newest_valid(self.ckpt_dir, self.task.build_model, self.dist.is_main) if resume else None
+        if found is not None:
+            folder, state, model, plan = found
+            ckpt.check_identity(state.get("run"), self._identity(), folder)
+            self._load(folder, state, model, plan)
+            if self.cursor.stage >= len(self.cfg.stages) and (self.run_dir / "final").is_dir() \
+                    and (self.run_dir / "result.json").is_file():
+                self.finished = True  # nothing left to do: run() returns the recorded result untouched
+                return
             self.log = MetricsLog(self.run_dir, self.dist.is_main, resume_rows=self._resume_rows)
             return
-        if found and not resume:
-            raise ConfigError(f"out_dir: {self.run_dir} already holds a run (checkpoints in {self.ckpt_dir}); "
+        done = [n for n in ("final", "result.json") if (self.run_dir / n).exists()]
+        if not resume and (ckpt.list_checkpoints(self.ckpt_dir) or done):
+            held = f"checkpoints in {self.ckpt_dir}" if not done else f"a finished run: {', '.join(done)}"
+            raise ConfigError(f"out_dir: {self.run_dir} already holds a run ({held}); "
                               "pass --resume to continue it or choose another out_dir")
+        if resume:  # config.json but no checkpoint yet: the run stopped before its first one
+            warnings.warn(f"out_dir {self.run_dir}: the run stopped before its first checkpoint; starting it "
+                          "from the beginning", stacklevel=2)
         model, plan = self.initial_model()
         self.preflight(model, plan)
         self.model, self.plan = model.to(self.device), plan
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.run_dir / "config.json", self.cfg.model_dump_json(indent=2))
+            atomic_write(self._config_file(), self.cfg.model_dump_json(indent=2))
         self.log = MetricsLog(self.run_dir, self.dist.is_main, resume_rows=None)
         dd.barrier(self.dist)
 
+    def _config_file(self) -> Path:
+        return self.run_dir / "config.json"
+
+    def _claim_run_dir(self, resume: bool) -> None:
+        """Before anything is read or written: the run folder may not be (or hold) an input, must be
+        new, empty or a run of ours, holds a run when resuming, and is locked against a second run.
+        Then what killed writes left behind is removed."""
+        run_dir = self.run_dir
+        check_output(run_dir, [self.cfg.init_checkpoint], kind="folder", allow_existing=True, what="out_dir", flag="",
+                     marker=lambda p: any((p / m).exists() for m in ("config.json", "checkpoints", LOCK_FILE)))
+        if resume:
+            has_config, has_ckpt = self._config_file().is_file(), bool(ckpt.list_checkpoints(self.ckpt_dir))
+            if not has_config and not has_ckpt:
+                raise ConfigError(f"--resume: {run_dir} holds no run to resume (no config.json, no checkpoints); "
+                                  "check --out / out_dir, or drop --resume to start a new run")
+            if not has_config:
+                raise ConfigError(f"--resume: {self._config_file()} is missing, so the checkpoints in "
+                                  f"{self.ckpt_dir} cannot be checked against this config; restore it or start "
+                                  "a new run in another out_dir")
+        if self.dist.is_main:
+            self._lock = RunLock(run_dir).acquire()
+            ckpt.clean_leftovers(run_dir)
+
+    def _identity(self) -> dict[str, Any]:
+        return ckpt.run_identity(json.loads(self.cfg.model_dump_json()), self.device, self.dist.world_size)
+
     def _check_same_schedule(self) -> None:
         """Resuming under a different schedule would silently mix two runs: refuse, naming the fields."""
-        saved_file = self.run_dir / "config.json"
-        if not saved_file.is_file():
-            return
-        saved = json.loads(saved_file.read_text())
+        saved_file = self._config_file()
+        try:
+            saved = json.loads(saved_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--resume: cannot read {saved_file} ({exc}); it records the run being resumed") from None
         now = json.loads(self.cfg.model_dump_json())
-        changed = [k for k in ("task", "seed", "stages", "init_checkpoint") if saved.get(k) != now.get(k)]
+        changed = [k for k in ckpt.RESULT_FIELDS if saved.get(k) != now.get(k)]
         if changed:
             raise ConfigError(f"{', '.join(changed)}: differ from the run being resumed ({saved_file}); resume with "
                               "the same config or start a new run in another out_dir")
@@ -237,17 +281,22 @@ class _Engine:
                            wrap=lambda m: dd.wrap(m, self.dist, self.device),
                            all_reduce_mean=lambda t: dd.all_reduce_mean(t, self.dist))
 
-    def _load(self, folder: Path) -> None:
-        state = ckpt.load_state(folder)
-        model, self.plan = ckpt.read_model(folder / "model", self.task.build_model)
+    def _load(self, folder: Path, state: dict[str, Any], model: nn.Module, plan: Any) -> None:
+        self.plan = plan
         self.model = model.to(self.device)
         teacher_dir = self.run_dir / "teacher"
-        if state.get("teacher") and teacher_dir.is_dir():
+        if state.get("teacher"):
+            if not teacher_dir.is_dir():
+                raise CheckpointError(f"--resume: {teacher_dir} is missing; the checkpoint {folder.name} needs the "
+                                      "dense teacher saved there (it cannot be rebuilt from the pruned model). "
+                                      "Restore it or start a new run")
             teacher, self.teacher_plan = ckpt.read_model(teacher_dir, self.task.build_model)
             self.teacher = teacher.to(self.device).eval().requires_grad_(False)
         self.cursor = _Cursor(**state["cursor"])
         self._resume_rows = int(state.get("log_rows", 0))
         self._resume_opt = state.get("optimizer")
+        self.last_eval = dict(state.get("last_eval") or {})
+        self.last_eval_step = int(state.get("last_eval_step", -1))
         if state.get("task") is not None and hasattr(self.task, "load_state_dict"):
             self.task.load_state_dict(state["task"])
         rngs = state["rng"]
@@ -268,6 +317,9 @@ class _Engine:
                 "task": self.task.state_dict() if hasattr(self.task, "state_dict") else None,
                 "rng": rngs,
                 "teacher": "teacher" if self.teacher is not None else None,
+                "last_eval": dict(self.last_eval),
+                "last_eval_step": self.last_eval_step,
+                "run": self._identity(),
             }
             ckpt.save_checkpoint(self.ckpt_dir, c.name(), self.model, self.plan, state, self.cfg.keep_last)
         dd.barrier(self.dist)
@@ -397,6 +449,8 @@ class _Engine:
                 targets = [_relative_target(targets[0], self.model, self.reference(), self.plan, example)]
             data = to_device(self.task.calibration(stage.calibration), self.device) if stage.calibration else None
             step = make_plan(self.model, graph, strategy=stage.strategy, target=targets, data=data,
+                             channel_importance=stage.channel_importance, round_to=stage.round_to,
+                             replace=stage.replace or None, runner=stage.runner, latency_cache=stage.latency_cache,
                              **stage.strategy_kwargs)
             if stage.iterative is not None and len(step.removed) > stage.iterative.remove:
                 order = sorted(step.removed, key=lambda p: step.scores.get(p, 0.0))
@@ -406,7 +460,11 @@ class _Engine:
             self.model.train()
         step_plan_json, done = dd.broadcast((step_plan_json, done), self.dist)
         step = Plan.model_validate_json(step_plan_json)
-        pruned = apply(self.model, step, to_device(self.task.example_inputs(), self.device)).to(self.device)
+        calib = None  # replacements fit their initial weights on the calibration batches (same on every rank)
+        if step.replaced and stage.calibration:
+            calib = to_device(self.task.calibration(stage.calibration), self.device)
+        pruned = apply(self.model, step, to_device(self.task.example_inputs(), self.device),
+                       calibration=calib).to(self.device)
         if stage.iterative is not None:  # the step removed a subset: measure what is really left
             from prunekit import profile
 
@@ -435,13 +493,23 @@ class _Engine:
         scores.update({inverse[p]: v for p, v in step.scores.items() if p in inverse})
         stats = Stats(params_before=self.plan.stats.params_before, params_after=profile.count_params(pruned),
                       flops_before=self.plan.stats.flops_before, flops_after=step.stats.flops_after)
+        if step.replaced and self.plan.channels:
+            raise ConfigError("a prune stage with replacements must come before any stage that prunes channels "
+                              "(replacements are replayed before channel steps)")
+        replaced = [r.model_copy(update={"paths": [inverse[p] for p in r.paths]}) for r in step.replaced]
         return self.plan.model_copy(update={
+            "replaced": list(self.plan.replaced) + replaced, "latency": step.latency or self.plan.latency,
+            "channel_importance": step.channel_importance or self.plan.channel_importance,
+            "round_to": step.round_to or self.plan.round_to,
             "removed": before + mapped, "channels": list(self.plan.channels) + list(step.channels),
+            "zeroed": {**self.plan.zeroed, **{inverse[p]: n for p, n in step.zeroed.items() if p in inverse}},
             "strategy": step.strategy or self.plan.strategy, "targets": step.targets, "scores": scores,
             "stats": stats})
 
     # ------------------------------------------------------------------ loop
     def run(self) -> RunResult:
+        if self.finished:
+            return self._recorded_result()
         c = self.cursor
         stages = self.cfg.stages
         while c.stage < len(stages):
@@ -495,11 +563,25 @@ class _Engine:
         return RunResult(model=self.model, plan=self.plan, history=self.log.history, run_dir=self.run_dir,
                          metrics=dict(self.last_eval))
 
+    def _recorded_result(self) -> RunResult:
+        """A finished run resumed again: its final model, metrics and history, nothing rewritten."""
+        model, plan = ckpt.read_model(self.run_dir / "final", self.task.build_model)
+        try:
+            metrics = json.loads((self.run_dir / "result.json").read_text())["metrics"]
+        except (OSError, ValueError, KeyError, TypeError):
+            metrics = dict(self.last_eval)
+        return RunResult(model=model.to(self.device), plan=plan, history=read_history(self.run_dir),
+                         run_dir=self.run_dir, metrics=dict(metrics))
+
     def close(self) -> None:
-        """Release what the run holds even when it failed: the metrics writer and the process group."""
+        """Release what the run holds even when it failed: the metrics writer, the run folder's lock and
+        the process group."""
         log = getattr(self, "log", None)
         if log is not None:
             log.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if self._owns_group:
             import torch.distributed as tdist
 

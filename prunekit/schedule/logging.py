@@ -75,6 +75,15 @@ class MetricsLog:
             self._tb.close()
 
 
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The history recorded in `run_dir/metrics.csv` (empty when there is none), read only."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return _group(list(csv.DictReader(f)))
+
+
 def _group(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     """Long-format CSV rows back into one dict per log call (as `MetricsLog.log` builds them)."""
     out: list[dict[str, Any]] = []

@@ -9,16 +9,22 @@ from prunekit.errors import ConfigError
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", choices=["tecogan"], help="which benchmark to run")
-    p.add_argument("--preset", default="quick", help="quick (default: built-in data, CPU, minutes) or paper")
-    p.add_argument("--out", default=None, help="output folder (default: runs/bench-tecogan-<preset>)")
+    p.add_argument("--preset", default="quick", help="quick (default: built-in data, CPU, minutes), paper, or smoke (a pipeline check)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/bench-tecogan-<preset>): new, empty, or "
+                   "an earlier benchmark's, which is continued")
     p.add_argument("--data-root", default=None, help="folder holding REDS/, Vid4/, ToS3/ (paper preset)")
     p.add_argument("--checkpoint", default=None,
                    help="dense model used instead of training: a published TecoGAN-PyTorch generator (.pth) "
                         "or a dense prunekit checkpoint folder")
     p.add_argument("--series", default=None,
-                   help="comma-separated STRATEGY:HEAL[:wFRACTION] series, HEAL in none|plain|distill; wFRACTION "
-                        "also removes that fraction of every prunable channel group, FNet included (e.g. "
-                        "block_influence:plain:w0.5); default: the preset's, e.g. positional:plain,block_influence:plain")
+                   help="comma-separated STRATEGY:HEAL[:wFRACTION][:latFRACTION][:subpixel[K]] series, HEAL in "
+                        "none|plain|distill; wFRACTION also removes that fraction of every prunable channel group "
+                        "(FNet included); latFRACTION: one model keeping that fraction of the dense fast-path "
+                        "latency (blocks and widths planned on measured latency; --blocks does not apply); "
+                        "subpixel[K]: SRNet's ConvTranspose tail replaced by a fitted sub-pixel head (kernel K, "
+                        "default 3); tp:HEAL:latFRACTION is the Torch-Pruning baseline at the same measured "
+                        "latency. E.g. block_influence:distill:lat0.33:subpixel,tp:distill:lat0.33; default: "
+                        "the preset's")
     p.add_argument("--blocks", default=None, help="comma-separated block counts to keep (default 9,7,5,3,1)")
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.add_argument("--lpips-weights", default=None, help="torchvision AlexNet ImageNet weights for LPIPS/tLP")
@@ -57,19 +63,15 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--checkpoint: {args.checkpoint} holds a pruned model; the benchmark prunes a dense one")
     elif args.checkpoint and not Path(args.checkpoint).is_file():
         raise ConfigError(f"--checkpoint: {args.checkpoint} is neither a file nor a checkpoint folder")
+    from prunekit.fileio import check_output
+
+    # a new or empty folder, or an earlier benchmark (settings.json) to continue or, with --fresh, replace
     out = Path(args.out or f"runs/bench-tecogan-{preset.name}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} is a file; the benchmark writes a folder")
+    check_output(out, [args.data_root, args.checkpoint, args.lpips_weights], kind="folder", allow_existing=True,
+                 marker="settings.json", what="--out")
     if args.fresh and out.exists():
         shutil.rmtree(out)
     run_bench(preset, out, data_root=args.data_root, checkpoint=args.checkpoint,
               lpips_weights=args.lpips_weights, progress=not args.no_progress)
     print((out / "report.md").read_text())
     return 0
-
-
-def register(registries) -> None:
-    """Add the `bench` command."""
-    from prunekit.cli import Command
-
-    registries.commands.register("bench", Command("bench", "Run the bundled TecoGAN pruning benchmark (the study's grid) and write a report.", _arguments, _run))

@@ -1,12 +1,15 @@
 """Run the TecoGAN pruning grid: train (or load) the dense FRNet, then for every series
-(strategy + healing) and block count prune it through the schedule engine, evaluate every model
-under the official protocol, and write the report. Every finished step is kept on disk, so an
-interrupted run continues where it stopped."""
+(strategy + healing, and optionally a width cut, a latency target, the sub-pixel tail, or the
+Torch-Pruning baseline) and block count prune it through the schedule engine, evaluate every model
+under the official protocol, time all of them interleaved on the fast path, and write the report.
+Every finished step is kept on disk, so an interrupted run continues where it stopped (and says
+what it skips)."""
 
 from __future__ import annotations
 
 import json
 import platform
+import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,15 +23,20 @@ from prunekit import profile
 from prunekit.checkpoint import load
 from prunekit.errors import ConfigError
 from prunekit.fileio import atomic_write
+from prunekit.latency import paired_ratio
 from prunekit.registry import DATASETS, STRATEGIES
 from prunekit.schedule import run as run_schedule
-from tecogan_plugin.bench.presets import BenchPreset, Series
-from tecogan_plugin.bench.report import crop_montage, markdown_tables, series_label, write_results
+from prunekit.schedule.logging import progress_bar
+from tecogan_plugin.bench.baselines import TP_PATHS, TP_REPLACEMENT, BicubicModel, match_latency
+from tecogan_plugin.bench.presets import TP, BenchPreset, Series
+from tecogan_plugin.bench.report import crop_figure, detail_box, markdown_tables, series_label, write_results
 from tecogan_plugin.data.frames import read_frame, write_frame
+from tecogan_plugin.layout import RUNNER
 from tecogan_plugin.metrics.video_metrics import VideoMetrics
 from tecogan_plugin.nets import FRNet, frnet_example_inputs
+from tecogan_plugin.upsampler import REPLACEMENT_NAME, TAIL_PATHS, has_subpixel_head
 
-CROP = 64  # side of the HR crop shown in the side-by-side figure
+CROP = 64  # side of the HR crop shown (zoomed) in the side-by-side figure
 
 
 def _say(msg: str) -> None:
@@ -101,6 +109,7 @@ class Bench:
         run_dir = self.out_dir / "runs" / name
         final, timing = run_dir / "final", run_dir / "bench_wall.json"
         if final.is_dir() and timing.exists():
+            _say(f"{name}: trained earlier, loading {final} (skipped)")
             return load(final, build=self.build_dense), json.loads(timing.read_text())["wall_s"]
         config = {
             "task": {"name": f"tecogan.{self.task_options['objective']}",
@@ -117,28 +126,133 @@ class Bench:
         atomic_write(timing, json.dumps({"wall_s": wall, "resumed": resume}))
         return result.model.cpu(), wall
 
+    def finished(self, name: str) -> bool:
+        """True when the schedule run `name` completed earlier (it is then loaded, not run)."""
+        run_dir = self.out_dir / "runs" / name
+        return (run_dir / "final").is_dir() and (run_dir / "bench_wall.json").exists()
+
     def dense(self) -> tuple[nn.Module, float]:
         if self.checkpoint is not None:
             _say(f"dense model: published generator {self.checkpoint} (no training)")
             return self._schedule("dense", [{"kind": "train", "iterations": 0}], self.checkpoint)
-        _say(f"dense model: training nb={self.task_options['nb']} for {self.preset.train['iterations']} iterations")
+        if not self.finished("dense"):
+            _say(f"dense model: training nb={self.task_options['nb']} for {self.preset.train['iterations']} "
+                 "iterations")
         return self._schedule("dense", [{"kind": "train", **self.preset.train}], None)
 
-    def pruned(self, series: Series, blocks: int, dense_dir: Path) -> tuple[nn.Module, float]:
-        target: dict[str, Any] | list[dict[str, Any]] = {"kind": "keep_blocks", "n": blocks}
-        # a width series also narrows every coupled channel group, FNet's included (open_fnet layout)
-        extra = {"open_fnet": True} if series.width else {}
-        if series.width:
-            target = [target, {"kind": "channel_ratio", "prune": series.width}]
-        stages: list[dict[str, Any]] = [{
-            "kind": "prune", "strategy": series.strategy, "calibration": self.preset.calibration, "target": target,
-        }]
+    def latency_shape(self) -> dict[str, list[int]]:
+        """The input shapes latency is measured at (FRNet step inputs at the preset's LR size)."""
+        h, w = self.preset.latency_lr_size
+        s = self.task_options.get("scale", 4)
+        return {"arg0": [1, 3, h, w], "arg1": [1, 3, h, w], "arg2": [1, 3, s * h, s * w]}
+
+    def pruned(self, series: Series, blocks: int | None, dense_dir: Path) -> tuple[nn.Module, float]:
+        """The series' pruned + healed model; `blocks` is the block count (None for latency series)."""
+        extra: dict[str, Any] = {}
+        stage: dict[str, Any] = {"kind": "prune", "strategy": series.strategy, "calibration": self.preset.calibration}
+        replace: list[dict[str, Any]] = []
+        if series.strategy == TP:
+            # Torch-Pruning's own pruner at the uniform ratio that meets the same measured latency; a
+            # replacement step of the whole FNet + SRNet, so the schedule heals it like the others
+            stage.update(strategy="positional", target={"kind": "keep_blocks", "n": self.task_options["nb"]})
+            replace.append({"name": TP_REPLACEMENT, "paths": list(TP_PATHS),
+                            "kwargs": {"ratio": self.tp_ratio(series.latency, dense_dir)}})
+        elif series.latency is not None:
+            extra["open_fnet"] = True  # the planner chooses per-group widths, FNet's included
+            stage.update(target={"kind": "latency_ratio", "keep": series.latency, "shape": self.latency_shape()},
+                         runner=RUNNER, latency_cache=str(self.out_dir / "latency_cache"))
+        else:
+            target: Any = {"kind": "keep_blocks", "n": blocks}
+            if series.width:  # also narrow every coupled channel group, FNet's included (open_fnet layout)
+                extra["open_fnet"] = True
+                target = [target, {"kind": "channel_ratio", "prune": series.width}]
+            stage["target"] = target
+        if series.subpixel is not None:
+            replace.append({"name": REPLACEMENT_NAME, "paths": list(TAIL_PATHS), "kwargs": {"kernel": series.subpixel}})
+            extra["calibration_gt_crop"] = self.preset.surgery_gt_crop  # enough LR pixels for the fit
+        if replace:
+            stage["replace"] = replace
+        stages: list[dict[str, Any]] = [stage]
         if series.finetune != "none":
-            stage = {"kind": "finetune", **self.preset.finetune}
+            tune = {"kind": "finetune", **self.preset.finetune}
             if series.finetune == "distill":
-                stage["distill"] = self.preset.distill
-            stages.append(stage)
-        return self._schedule(f"{series.key}-nb{blocks}", stages, dense_dir, extra)
+                tune["distill"] = self.preset.distill
+            stages.append(tune)
+        name = series.key if blocks is None else f"{series.key}-nb{blocks}"
+        return self._schedule(name, stages, dense_dir, extra)
+
+    def tp_ratio(self, keep: float, dense_dir: Path) -> float:
+        """The Torch-Pruning baseline's uniform ratio for `keep` x the dense fast-path latency, found by
+        bisection on measured latency (kept in tp/lat{keep}.json)."""
+        path = self.out_dir / "tp" / f"lat{keep:g}.json"
+        if path.exists():
+            found = json.loads(path.read_text())
+            _say(f"tp lat{keep:g}: ratio {found['ratio']:.4f} found earlier ({path}, skipped)")
+            return found["ratio"]
+        dense = load(dense_dir, build=self.build_dense)
+        steps = self.preset.tp_bisection_steps
+        _say(f"tp lat{keep:g}: bisecting Torch-Pruning's uniform ratio on measured latency ({steps + 1} timings)")
+
+        def measure(candidate: nn.Module) -> float:
+            stats = self.measure_latency({"dense": dense, "candidate": candidate}, progress=False)
+            return paired_ratio(stats, "candidate", "dense")
+
+        ratio, trace = match_latency(dense, keep, measure, steps=steps,
+                                     on_step=lambda r, v: _say(f"  tp ratio {r:.4f}: {v:.3f} x dense latency"))
+        atomic_write(path, json.dumps({"keep": keep, "ratio": ratio, "trace": trace}, indent=2))
+        return ratio
+
+    # ------------------------------------------------------------- latency
+    def measure_latency(self, models: dict[str, nn.Module], rounds: int | None = None, progress: bool = True
+                        ) -> dict[str, dict[str, float]]:
+        """One step of each model on the fast path (runner `tecogan.fast`), timed in interleaved rounds
+        (a, b, c, a, b, c, ...) after one warm-up call each, so load changes hit every model alike.
+        Median, quartiles, extremes and every time per model (ratios between models are taken per
+        round: prunekit.latency.paired_ratio); the clock is prunekit.latency's (CPU time of the
+        thread for one-thread CPU runs: stable on a shared machine)."""
+        from prunekit.latency import Timer, num_threads, pick_clock, resolve_runner
+
+        rounds = rounds or self.preset.latency_repeats
+        _, make = resolve_runner(RUNNER)
+        inputs = tuple(t.to(self.device) for t in frnet_example_inputs(self.preset.latency_lr_size,
+                                                                      scale=self.task_options.get("scale", 4)))
+        with num_threads(self.preset.threads) as threads:
+            clock = pick_clock("auto", self.device, threads)
+            timer = Timer(clock, self.device)
+            steps = {k: make(m.to(self.device).eval()) for k, m in models.items()}
+            for step in steps.values():
+                step(inputs)
+            times: dict[str, list[float]] = {k: [] for k in steps}
+            bar = progress_bar(rounds * len(steps), "latency", self.progress and progress)
+            try:
+                for _ in range(rounds):
+                    for k, step in steps.items():
+                        times[k].append(timer(step, inputs))
+                        bar.update(1)
+            finally:
+                bar.close()
+        out = {}
+        for k, v in times.items():
+            q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
+            out[k] = {"median_ms": statistics.median(v), "p25_ms": q[0], "p75_ms": q[2], "min_ms": min(v),
+                      "max_ms": max(v), "rounds": len(v), "clock": clock, "threads": threads, "times_ms": v}
+        return out
+
+    def latencies(self, models: dict[str, nn.Module]) -> dict[str, dict[str, float]]:
+        """Interleaved fast-path latency of every model of the grid, measured once for this set of
+        rows (latency.json); a grid with other rows is measured again, all together."""
+        path = self.out_dir / "latency.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if sorted(saved) == sorted(models):
+                _say(f"latency: measured earlier for these {len(models)} models ({path}, skipped)")
+                return saved
+        size = "x".join(map(str, self.preset.latency_lr_size))
+        _say(f"latency: {len(models)} models x {self.preset.latency_repeats} interleaved rounds at LR {size} "
+             f"on the fast path ({self.device})")
+        stats = self.measure_latency(models)
+        atomic_write(path, json.dumps(stats, indent=2))
+        return stats
 
     # ---------------------------------------------------------- evaluation
     def test_sets(self) -> list[tuple[str, list[Any], int | None]]:
@@ -163,73 +277,83 @@ class Bench:
                                                     lpips_weights=self.lpips_weights, cache_targets=True)
             metrics = self._metrics[label]
             metrics.reset()
-            for i, seq in enumerate(sequences):
-                lr, gt = seq.lr_tensor(), seq.gt
-                if max_frames is not None:
-                    lr, gt = lr[:max_frames], gt[:max_frames]
-                pred = np.stack(list(model.infer_sequence(list(lr))))
-                metrics.update(seq.name, pred, gt)
-                if i == 0 and label == self.test_sets()[0][0]:
-                    self._save_crop(key, pred[len(pred) // 2], gt[len(gt) // 2], lr[len(lr) // 2])
+            bar = progress_bar(len(sequences), f"evaluate {key} on {label}", self.progress)
+            try:
+                for i, seq in enumerate(sequences):
+                    lr, gt = seq.lr_tensor(), seq.gt
+                    if max_frames is not None:
+                        lr, gt = lr[:max_frames], gt[:max_frames]
+                    pred = np.stack(list(model.infer_sequence(list(lr))))
+                    metrics.update(seq.name, pred, gt)
+                    if i == 0 and label == self.test_sets()[0][0]:
+                        self._save_crop(key, pred[len(pred) // 2], gt[len(gt) // 2])
+                    bar.update(1)
+            finally:
+                bar.close()
             report = metrics.compute()
             results[label] = {m: report.frame_avg(m) if m in report.available else None for m in self.preset.metrics}
             self.unavailable.update(report.unavailable)
         return results
 
-    def _crop_box(self, gt: np.ndarray) -> tuple[int, int]:
-        h, w = gt.shape[:2]
-        return max(0, h // 2 - CROP // 2), max(0, w // 2 - CROP // 2)
-
-    def _save_crop(self, key: str, pred: np.ndarray, gt: np.ndarray, lr: torch.Tensor) -> None:
-        import cv2
-
-        y, x = self._crop_box(gt)
+    def _save_crop(self, key: str, pred: np.ndarray, gt: np.ndarray) -> None:
+        """This model's crop of the figure frame; the box (the most detailed CROP x CROP area of the
+        GT frame, where models differ most) is chosen once and kept in crops/box.json."""
         crops = self.out_dir / "crops"
-        write_frame(crops / f"{key}.png", pred[y:y + CROP, x:x + CROP])
-        if not (crops / "gt.png").exists():
+        box_file = crops / "box.json"
+        if box_file.exists():
+            y, x = json.loads(box_file.read_text())
+        else:
+            y, x = detail_box(gt, CROP)
             write_frame(crops / "gt.png", gt[y:y + CROP, x:x + CROP])
-            lr_img = (lr.permute(1, 2, 0).numpy() * 255).clip(0, 255).round().astype(np.uint8)
-            up = cv2.resize(lr_img, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC)
-            write_frame(crops / "bicubic.png", up[y:y + CROP, x:x + CROP])
+            atomic_write(box_file, json.dumps([y, x]))
+        write_frame(crops / f"{key}.png", pred[y:y + CROP, x:x + CROP])
 
     def describe(self, model: FRNet) -> dict[str, Any]:
         """Size and cost of a model: parameters (total, SRNet), MACs and latency at the preset LR sizes.
         They depend on the architecture only, so models of the same architecture share one measurement."""
-        arch = (len(model.srnet.resblocks), profile.count_params(model))
+        srnet = getattr(model, "srnet", None)
+        arch = (len(srnet.resblocks) if srnet is not None else 0, profile.count_params(model), has_subpixel_head(model))
         if arch not in self._described:
             self._described[arch] = self._measure(model)
         return self._described[arch]
 
-    def _measure(self, model: FRNet) -> dict[str, Any]:
+    def _measure(self, model: nn.Module) -> dict[str, Any]:
         model = model.cpu().eval()
+        srnet = getattr(model, "srnet", None)
         flops_inputs = frnet_example_inputs(self.preset.flops_lr_size, scale=model.scale)
-        latency_inputs = [t.to(self.device) for t in frnet_example_inputs(self.preset.latency_lr_size,
-                                                                           scale=model.scale)]
-        lat = profile.latency(model.to(self.device), tuple(latency_inputs), warmup=1,
-                              repeats=self.preset.latency_repeats, device=self.device)
         return {
-            "blocks": len(model.srnet.resblocks),
+            "blocks": len(srnet.resblocks) if srnet is not None else 0,
             "params_total": profile.count_params(model),
-            "params_srnet": profile.count_params(model.srnet),
-            "gmacs": profile.flops(model.cpu(), flops_inputs) / 1e9,
-            "latency_ms": lat["median_ms"],
+            "params_srnet": profile.count_params(srnet) if srnet is not None else 0,
+            "gmacs": profile.flops(model, flops_inputs) / 1e9,
+            "tail": (f"subpixel k{srnet.conv_up.kernel}" if has_subpixel_head(model) else "convT")
+            if srnet is not None else "-",
         }
 
     # -------------------------------------------------------------- driver
-    def row(self, key: str, strategy: str, finetune: str, width: float, model: FRNet, wall: float
-            ) -> dict[str, Any]:
+    def row(self, key: str, series: Series | None, label: tuple[str, str], model: nn.Module, wall: float,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
         path = self.out_dir / "rows" / f"{key}.json"
         if path.exists():
+            _say(f"{key}: evaluated earlier ({path}, skipped)")
             return json.loads(path.read_text())
-        _say(f"{key}: measuring size, latency and quality")
-        row = {"key": key, "strategy": strategy, "finetune": finetune, "width": width, **self.describe(model),
-               "train_wall_s": round(wall, 1), "metrics": self.evaluate(model, key)}
+        _say(f"{key}: measuring size and quality")
+        settings = {"width": series.width, "latency_target": series.latency, "subpixel": series.subpixel} \
+            if series is not None else {"width": 0.0, "latency_target": None, "subpixel": None}
+        row = {"key": key, "strategy": label[0], "finetune": label[1], **settings, **self.describe(model),
+               "train_wall_s": round(wall, 1), **(extra or {}), "metrics": self.evaluate(model, key)}
         atomic_write(path, json.dumps(row, indent=2))
         return row
 
+    def grid(self) -> list[tuple[Series, int | None]]:
+        """(series, block count) items; latency and Torch-Pruning series make one model each (None)."""
+        return [(s, b) for s in self.preset.series
+                for b in ([None] if s.latency is not None else self.preset.blocks)]
+
     def run(self) -> list[dict[str, Any]]:
         for series in self.preset.series:  # an unknown strategy fails now, not after the dense training
-            STRATEGIES.get(series.strategy)
+            if series.strategy != TP:
+                STRATEGIES.get(series.strategy)
         self.check_settings()
         if self.preset.threads is not None:  # CPU float results depend on the thread count
             torch.set_num_threads(self.preset.threads)
@@ -240,25 +364,53 @@ class Bench:
                 metrics.close()
 
     def _run_grid(self) -> list[dict[str, Any]]:
-        grid = [(s, b) for s in self.preset.series for b in self.preset.blocks]
+        grid = self.grid()
         _say(f"preset {self.preset.name}: dense + {len(grid)} pruned models on {self.device}; output in {self.out_dir}")
         dense_model, dense_wall = self.dense()
-        rows = [self.row("dense", "dense", "-", 0.0, dense_model, dense_wall)]
+        dense_dir = self.out_dir / "runs" / "dense" / "final"
+        models: dict[str, nn.Module] = {"dense": dense_model}
+        rows = [self.row("dense", None, ("dense", "-"), dense_model, dense_wall)]
         if any(s.finetune != "none" for s in self.preset.series):
             # healed models train `finetune.iterations` more than the dense one; the control gives the
             # dense model the same extra training, so what healing recovers is not confused with it
-            _say(f"dense-control: training the dense model {self.preset.finetune['iterations']} iterations more")
-            control, wall = self._schedule("dense-control", [{"kind": "train", **self.preset.finetune}],
-                                           self.out_dir / "runs" / "dense" / "final")
-            rows.append(self.row("dense-control", "dense", "control", 0.0, control, wall))
+            if not self.finished("dense-control"):
+                _say(f"dense-control: training the dense model {self.preset.finetune['iterations']} iterations more")
+            control, wall = self._schedule("dense-control", [{"kind": "train", **self.preset.finetune}], dense_dir)
+            models["dense-control"] = control
+            rows.append(self.row("dense-control", None, ("dense", "control"), control, wall))
+        bicubic = BicubicModel(self.task_options.get("scale", 4))
+        models["bicubic"] = bicubic
+        rows.append(self.row("bicubic", None, ("bicubic", "-"), bicubic, 0.0))
+        spent: list[float] = []
         for i, (series, blocks) in enumerate(grid, 1):
-            key = f"{series.key}-nb{blocks}"
-            _say(f"[{i}/{len(grid)}] {key}: prune with {series.strategy}, heal: {series.finetune}")
-            model, wall = self.pruned(series, blocks, self.out_dir / "runs" / "dense" / "final")
-            rows.append(self.row(key, series.strategy, series.finetune, series.width, model, wall))
+            key = series.key if blocks is None else f"{series.key}-nb{blocks}"
+            done = (self.out_dir / "rows" / f"{key}.json").exists()
+            if not done:
+                eta = f", about {_clock(statistics.mean(spent) * (len(grid) - i + 1))} left" if spent else ""
+                what = f"keep {blocks} blocks" if blocks is not None else f"keep {series.latency:g} x the latency"
+                _say(f"[{i}/{len(grid)}] {key}: {what} ({series.strategy}), heal: {series.finetune}{eta}")
+            start = time.perf_counter()
+            model, wall = self.pruned(series, blocks, dense_dir)
+            extra = {}
+            if series.strategy == TP:
+                extra["tp_ratio"] = json.loads((self.out_dir / "tp" / f"lat{series.latency:g}.json").read_text())["ratio"]
+            models[key] = model
+            rows.append(self.row(key, series, (series.strategy, series.finetune), model, wall, extra))
+            if not done:
+                spent.append(time.perf_counter() - start)
+        computed = len(spent)
+        _say(f"grid: {computed} of {len(grid)} pruned models computed now, {len(grid) - computed} reused from "
+             f"{self.out_dir}")
+        latency = self.latencies(models)
         dense = rows[0]
         for r in rows:
             r.setdefault("width", 0.0)  # rows saved before the width option
+            r.setdefault("latency_target", None)
+            r.setdefault("subpixel", None)
+            lat = latency[r["key"]]
+            r.update(latency_ms=lat["median_ms"], latency_p25_ms=lat["p25_ms"], latency_p75_ms=lat["p75_ms"],
+                     latency_min_ms=lat["min_ms"], latency_max_ms=lat["max_ms"],
+                     latency_ratio=paired_ratio(latency, r["key"], "dense"))
             r["params_fnet"] = r["params_total"] - r["params_srnet"]  # FRNet = FNet + SRNet
             r["params_removed_fnet_pct"] = 100 * (1 - r["params_fnet"] / dense["params_fnet"])
             r["params_removed_total_pct"] = 100 * (1 - r["params_total"] / dense["params_total"])
@@ -268,9 +420,16 @@ class Bench:
 
     def montage(self, rows: list[dict[str, Any]]) -> None:
         crops = self.out_dir / "crops"
-        items = [("GT", crops / "gt.png"), ("bicubic", crops / "bicubic.png")]
-        items += [(series_label(r) + f" nb={r['blocks']}", crops / f"{r['key']}.png") for r in rows]
-        crop_montage([(label, read_frame(p)) for label, p in items if p.exists()], self.out_dir / "crops.png")
+        if not (crops / "gt.png").exists():
+            return
+        items = [(series_label(r), read_frame(crops / f"{r['key']}.png")) for r in rows
+                 if (crops / f"{r['key']}.png").exists()]
+        crop_figure(read_frame(crops / "gt.png"), items, self.out_dir / "crops.png")
+
+
+def _clock(seconds: float) -> str:
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {sec:02d} s" if minutes else f"{sec} s"
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -308,8 +467,11 @@ def run_bench(preset: BenchPreset, out_dir: str | Path, *, data_root: str | Path
         "flops_convention": (f"MACs (one multiply-add = 1) per frame at LR {preset.flops_lr_size[0]}x"
                              f"{preset.flops_lr_size[1]}, ConvTranspose counted at input resolution, bicubic/"
                              "bilinear/grid_sample and element-wise ops included (prunekit.profile)"),
-        "latency": (f"median of {preset.latency_repeats} single-frame steps at LR {preset.latency_lr_size[0]}x"
-                    f"{preset.latency_lr_size[1]} on {bench.device} (plain PyTorch path)"),
+        "latency": (f"one recurrent FRNet step at LR {preset.latency_lr_size[0]}x{preset.latency_lr_size[1]} on "
+                    f"{bench.device} ({preset.threads or torch.get_num_threads()} thread(s)), fast path (runner "
+                    f"{RUNNER}: make_fast), all models interleaved over {preset.latency_repeats} rounds after one "
+                    "warm-up each; median, with the quartiles (IQR) and extremes in results.json; `latency vs dense` is "
+                    "the median of the per-round ratios to the dense model"),
         "unavailable_metrics": bench.unavailable,
     }
     write_results(rows, meta, out)

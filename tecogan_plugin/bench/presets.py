@@ -1,7 +1,8 @@
 """Benchmark presets: what `prunekit bench tecogan --preset NAME` trains, prunes and evaluates.
 
 `quick` is a smoke-scale run on the built-in synthetic data that finishes in minutes on a 2-core
-CPU; its numbers show the pipeline and relative trends, not the study's values. `paper` is the
+CPU; its numbers show the pipeline and relative trends, not the study's values. `smoke` is smaller
+still: a pipeline check whose numbers mean nothing. `paper` is the
 study's protocol (REDS training, train -> prune -> fine-tune with 300k iterations each, Vid4 and
 ToS3 evaluation) and needs a GPU, the datasets, and the VGG19/AlexNet weights."""
 
@@ -17,46 +18,93 @@ from prunekit.errors import ConfigError
 FINETUNE_MODES = ("none", "plain", "distill")
 
 
+TP = "tp"  # the Torch-Pruning baseline's strategy name in a series
+
+
 class Series(StrictModel):
-    """One line of the grid: a block-scoring strategy, how the pruned model is healed, and optionally
-    a width cut: the fraction of prunable channels removed per coupled group (FNet included) on top
-    of the block removal."""
+    """One line of the grid: how the dense model is made smaller, and how it is healed.
+
+    - `strategy` scores SRNet's blocks (any registered strategy), or is `tp`: the Torch-Pruning
+      baseline (its MetaPruner + GroupMagnitudeImportance at one uniform ratio, found by bisection
+      to the same measured latency as `latency`);
+    - `width`: also remove this fraction of every prunable channel group (FNet included);
+    - `latency`: instead of the preset's block counts, one model keeping this fraction of the dense
+      model's measured fast-path latency (blocks and per-group widths chosen by prunekit's planner);
+    - `subpixel`: the kernel of the sub-pixel head that replaces SRNet's ConvTranspose tail
+      (`tecogan.subpixel_head`, least-squares initialised), None to keep the tail."""
 
     strategy: str
     finetune: Literal["none", "plain", "distill"]
     width: float = Field(0.0, ge=0.0, lt=1.0)
+    latency: float | None = Field(None, gt=0.0, le=1.0)
+    subpixel: int | None = None
 
     @classmethod
     def parse(cls, spec: str) -> "Series":
-        """`STRATEGY:HEAL` or `STRATEGY:HEAL:wFRACTION`, e.g. `positional:plain` (the study) or
-        `block_influence:plain:w0.5` (also remove half of every prunable channel group)."""
+        """`STRATEGY:HEAL[:wF][:latK][:subpixel[K]]` or `tp:HEAL:latK`, e.g. `positional:plain` (the
+        study), `block_influence:plain:w0.5`, `block_influence:distill:lat0.33:subpixel`."""
+        usage = (f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION][:latFRACTION][:subpixel[K]] "
+                 f"or tp:HEAL:latFRACTION, got {spec!r}")
         parts = spec.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or parts[1] not in FINETUNE_MODES:
-            raise ConfigError(f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION], got {spec!r}")
-        strategy, finetune = parts[:2]
-        width = 0.0
-        if len(parts) == 3:
-            try:
-                width = float(parts[2].removeprefix("w")) if parts[2].startswith("w") else float("nan")
-            except ValueError:
-                width = float("nan")
-            if not 0.0 <= width < 1.0:  # also rejects nan
-                raise ConfigError(f"--series: width in {spec!r} must be wFRACTION with FRACTION in [0, 1), "
-                                  f"e.g. w0.5; got {parts[2]!r}")
-        return cls(strategy=strategy, finetune=finetune, width=width)
+        if len(parts) < 2 or not parts[0] or parts[1] not in FINETUNE_MODES:
+            raise ConfigError(usage)
+        fields: dict[str, Any] = {"strategy": parts[0], "finetune": parts[1]}
+        for option in parts[2:]:
+            name, value = _option(option, spec)
+            if name in fields:
+                raise ConfigError(f"--series: {spec!r} sets {name} twice")
+            fields[name] = value
+        if "width" in fields and "latency" in fields:
+            raise ConfigError(f"--series: {spec!r}: a latency target chooses the widths itself; drop wFRACTION")
+        if fields["strategy"] == TP and ("latency" not in fields or len(fields) != 3):
+            raise ConfigError(f"--series: the Torch-Pruning baseline is tp:HEAL:latFRACTION, got {spec!r}")
+        return cls(**fields)
 
     @property
     def key(self) -> str:
-        """`strategy-heal` (depth only) or `strategy-heal-wFRACTION`; names the run folders and rows."""
-        return f"{self.strategy}-{self.finetune}" + (f"-w{self.width:g}" if self.width else "")
+        """`strategy-heal[-wF][-latK][-subpixelK]`; names the run folders and rows."""
+        return (f"{self.strategy}-{self.finetune}" + (f"-w{self.width:g}" if self.width else "")
+                + (f"-lat{self.latency:g}" if self.latency is not None else "")
+                + (f"-subpixel{self.subpixel}" if self.subpixel is not None else ""))
 
     @model_serializer(mode="wrap")
-    def _omit_zero_width(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-        """Depth-only series serialise as before the width option, so earlier runs' settings still match."""
+    def _omit_defaults(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        """Options left at their defaults are not written, so earlier runs' settings still match."""
         data = handler(self)
-        if not self.width:
-            data.pop("width", None)
+        for name, default in (("width", 0.0), ("latency", None), ("subpixel", None)):
+            if getattr(self, name) == default:
+                data.pop(name, None)
         return data
+
+
+def _option(text: str, spec: str) -> tuple[str, Any]:
+    """One `:` option of a series: wF, latK or subpixel[K]."""
+    def number(prefix: str) -> float:
+        try:
+            return float(text[len(prefix):])
+        except ValueError:
+            return float("nan")
+
+    if text.startswith("w"):
+        width = number("w")
+        if not 0.0 <= width < 1.0:  # also rejects nan
+            raise ConfigError(f"--series: width in {spec!r} must be wFRACTION with FRACTION in [0, 1), "
+                              f"e.g. w0.5; got {text!r}")
+        return "width", width
+    if text.startswith("lat"):
+        keep = number("lat")
+        if not 0.0 < keep <= 1.0:
+            raise ConfigError(f"--series: latency in {spec!r} must be latFRACTION with FRACTION in (0, 1], "
+                              f"e.g. lat0.33; got {text!r}")
+        return "latency", keep
+    if text.startswith("subpixel"):
+        kernel = text[len("subpixel"):] or "3"
+        if kernel not in ("1", "3", "5", "7"):
+            raise ConfigError(f"--series: {text!r} in {spec!r}: the head's kernel must be 1, 3, 5 or 7 "
+                              "(subpixel = subpixel3)")
+        return "subpixel", int(kernel)
+    raise ConfigError(f"--series: unknown option {text!r} in {spec!r} (expected wFRACTION, latFRACTION or "
+                      "subpixel[K])")
 
 
 class EvalSet(StrictModel):
@@ -78,13 +126,17 @@ class BenchPreset(StrictModel):
     finetune: dict[str, Any]  # a schedule FinetuneStage (without `kind`/`distill`)
     distill: dict[str, Any] = Field(default_factory=lambda: {"weight": 1.0, "loss": "charbonnier"})
     calibration: PositiveInt = 8
+    # GT crop of the calibration clips of sub-pixel series: the head's least-squares fit needs more
+    # LR pixels than the training crop gives (nf*k*k+1 unknowns per output)
+    surgery_gt_crop: PositiveInt = 128
     blocks: list[int] = Field(default_factory=lambda: [9, 7, 5, 3, 1])
     series: list[Series]
     eval_sets: list[EvalSet]
     metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim", "lpips", "tof", "tlp"])
     flops_lr_size: tuple[int, int] = (134, 320)
     latency_lr_size: tuple[int, int] = (134, 320)
-    latency_repeats: PositiveInt = 5
+    latency_repeats: PositiveInt = 5  # interleaved rounds over all models (fast path), after one warm-up
+    tp_bisection_steps: PositiveInt = 7
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: PositiveInt | None = None  # torch CPU threads; fixed for reproducible CPU numbers
 
@@ -114,7 +166,7 @@ QUICK = BenchPreset(
               "lr_schedule": {"kind": "cosine", "min_factor": 0.1}},
     series=[Series(strategy="positional", finetune="plain"), Series(strategy="block_influence", finetune="plain")],
     eval_sets=[EvalSet(dataset="builtin", label="builtin-test")],
-    latency_repeats=3,
+    latency_repeats=7,
     device="cpu",
     threads=1,
 )
@@ -141,7 +193,34 @@ PAPER = BenchPreset(
     latency_repeats=20,
 )
 
-PRESETS = {p.name: p for p in (QUICK, PAPER)}
+SMOKE = BenchPreset(
+    name="smoke",
+    description=(
+        "Pipeline check only (about a minute of training): a narrow FRNet (nf 32, 4 blocks) trained 40 "
+        "iterations on the built-in videos, healed 10 iterations, latency timed at LR 64x96. Its numbers mean "
+        "nothing; it runs every kind of series end to end (e.g. benchmarks/compression_study.sh smoke)."
+    ),
+    task={
+        "objective": "frvsr", "nf": 32, "nb": 4, "gt_crop": 32, "tempo_extent": 3, "calibration_lr_size": 16,
+        "train_data": "builtin", "eval_data": "builtin", "eval_metrics": ["psnr"],
+    },
+    train={"iterations": 40, "batch": 2, "optimizer": {"lr": 1e-3}},
+    finetune={"iterations": 10, "batch": 2, "optimizer": {"lr": 5e-4}},
+    calibration=4,
+    surgery_gt_crop=64,
+    blocks=[3, 1],
+    series=[Series(strategy="positional", finetune="distill"),
+            Series(strategy="block_influence", finetune="distill", latency=0.5, subpixel=3)],
+    eval_sets=[EvalSet(dataset="builtin", label="builtin-test")],
+    metrics=["psnr", "ssim"],
+    latency_lr_size=(64, 96),
+    latency_repeats=3,
+    tp_bisection_steps=4,
+    device="cpu",
+    threads=1,
+)
+
+PRESETS = {p.name: p for p in (QUICK, PAPER, SMOKE)}
 
 
 def get_preset(name: str) -> BenchPreset:

@@ -7,6 +7,7 @@ Registered datasets (DATASETS registry) share one factory signature:
 
 `split="test"` returns `list[VideoSequence]`; `split="train"` returns a `TrainingClips` dataset
 (kwargs go to it: tempo_extent, gt_crop, seed, ...). `root=None` is only valid for `builtin`.
+`unlabeled` (a user's footage without GT, data/unlabeled.py) is train-only.
 """
 
 from __future__ import annotations
@@ -95,12 +96,12 @@ def folder(root=None, split="test", degradation="BD", scale=4, sequences=None, *
 
 
 def register(registries) -> None:
-    """Add the datasets and the `tecogan-lmdb` command."""
+    """Add the datasets (the `tecogan-lmdb` command is listed in tecogan_plugin.plugin)."""
     registries.datasets.register("builtin", builtin)
     registries.datasets.register("vid4", _test_set("vid4", VID4))
     registries.datasets.register("tos3", _test_set("tos3", TOS3))
     registries.datasets.register("reds", reds)
     registries.datasets.register("folder", folder)
-    from tecogan_plugin.data.lmdb_store import register_command
+    from tecogan_plugin.data.unlabeled import unlabeled
 
-    register_command(registries)
+    registries.datasets.register("unlabeled", unlabeled)

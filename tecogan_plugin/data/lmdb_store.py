@@ -5,9 +5,6 @@ reference writes) are refused, because loading a pickle can run arbitrary code."
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +12,7 @@ import lmdb
 import numpy as np
 
 from prunekit.errors import DataError
+from prunekit.fileio import atomic_dir, check_output
 from tecogan_plugin.data.frames import list_frames, png_info, read_frame
 
 __all__ = ["build_lmdb", "LmdbFrames", "frame_key", "parse_key", "sequence_folders"]
@@ -58,10 +56,10 @@ def sequence_folders(src_root: str | Path, sequences: Sequence[str] | None = Non
 def build_lmdb(src_root: str | Path, out_path: str | Path, sequences: Sequence[str] | None = None,
                overwrite: bool = False) -> Path:
     """Pack every frame of every sequence into an LMDB at `out_path` (written to a temp folder and
-    renamed into place when complete)."""
-    out = Path(out_path)
-    if out.exists() and not overwrite:
-        raise DataError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+    renamed into place when complete). `out_path` may not be, hold or sit inside `src_root`; an existing
+    non-empty folder is replaced only with `overwrite` and only when it is a store of ours (it holds
+    meta_info.json); the old store is removed only after the new one is complete."""
+    out = check_output(out_path, [src_root], kind="folder", allow_existing=overwrite, marker=META)
     plan = []
     total = 0
     for d in sequence_folders(src_root, sequences):
@@ -71,9 +69,7 @@ def build_lmdb(src_root: str | Path, out_path: str | Path, sequences: Sequence[s
         info = png_info(paths[0])
         plan.append((d.name, paths, info.height, info.width))
         total += len(paths) * info.height * info.width * 3
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial."))
-    try:
+    with atomic_dir(out) as tmp:
         keys = []
         env = lmdb.open(str(tmp), map_size=int(total * 1.5) + (64 << 20))
         try:
@@ -92,12 +88,6 @@ def build_lmdb(src_root: str | Path, out_path: str | Path, sequences: Sequence[s
             env.close()
         meta = {"name": out.stem, "color": "RGB", "keys": keys}
         (tmp / META).write_text(json.dumps(meta))
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -153,11 +143,15 @@ def _add_arguments(p) -> None:
     p.add_argument("src_root", help="folder of sequences <root>/<seq>/*.png (or <root>/GT/<seq>)")
     p.add_argument("out", help="output LMDB folder, e.g. GT.lmdb")
     p.add_argument("--sequences-file", help="text file listing the sequences to include, one per line")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing store built by this command (a folder holding meta_info.json)")
 
 
 def _run(args) -> int:
     seqs = None
+    # the sequences file is an input too: --overwrite may not replace a folder holding it
+    check_output(args.out, [args.src_root, args.sequences_file], kind="folder", allow_existing=args.overwrite,
+                 marker=META)
     if args.sequences_file:
         try:
             seqs = [s.strip() for s in Path(args.sequences_file).read_text().splitlines() if s.strip()]
@@ -167,10 +161,3 @@ def _run(args) -> int:
     store = LmdbFrames(out)
     print(f"wrote {out}: {len(store.sequences)} sequences, {len(store.keys)} frames")
     return 0
-
-
-def register_command(registries) -> None:
-    from prunekit.cli import Command
-
-    registries.commands.register("tecogan-lmdb", Command(
-        "tecogan-lmdb", "Pack PNG sequences into an LMDB training store (TecoGAN key format).", _add_arguments, _run))

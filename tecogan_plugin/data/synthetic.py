@@ -10,7 +10,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from prunekit.errors import DataError
+from prunekit.fileio import temp_dir
 from tecogan_plugin.data.degrade import bd_downsample, bi_downsample
 from tecogan_plugin.data.frames import write_frame
 
@@ -256,7 +256,7 @@ def ensure_builtin(root: str | Path | None = None, seed: int = 0) -> Path:
         raise DataError(f"{root}: exists but holds no complete built-in set ({MARKER} missing); "
                         "remove it or pass another root")
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.partial."))
+    tmp = temp_dir(root.parent, f".{root.name}.partial.")  # mkdtemp, with the umask's mode
     try:
         generate(tmp, seed)
         try:

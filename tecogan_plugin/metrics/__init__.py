@@ -25,9 +25,7 @@ def __getattr__(name: str):
 
 
 def register(registries) -> None:
-    """Add the `tecogan.video` evaluator and the `prunekit eval` command."""
-    from tecogan_plugin.metrics.command import register_command
+    """Add the `tecogan.video` evaluator (the `prunekit eval` command is listed in tecogan_plugin.plugin)."""
     from tecogan_plugin.metrics.video_metrics import VideoMetrics
 
     registries.evaluators.register("tecogan.video", VideoMetrics)
-    register_command(registries.commands)

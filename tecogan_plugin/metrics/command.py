@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from prunekit.cli import Command
+from prunekit.errors import OutputError
+from prunekit.fileio import check_output
 from tecogan_plugin.metrics.folders import evaluate_folders
 
 
@@ -17,11 +19,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--require-lpips", action="store_true", help="fail if the LPIPS backbone weights are missing")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=2, help="worker processes for tOF/PSNR/SSIM (0 = in-process)")
-    p.add_argument("--json", help="write the full report (per-frame values) as JSON here")
-    p.add_argument("--csv", help="write per-sequence means and both averages as CSV here")
+    p.add_argument("--json", help="write the full report (per-frame values) as JSON here (a new file, or an "
+                   "earlier report; never inside --pred/--gt)")
+    p.add_argument("--csv", help="write per-sequence means and both averages as CSV here (a new file, or an "
+                   "earlier report; never inside --pred/--gt)")
+
+
+def _head(path: Path) -> str:
+    with open(path, "rb") as f:
+        return f.read(4096).decode("utf-8", "replace")
+
+
+def _is_json_report(path: Path) -> bool:
+    """An earlier `--json` report (so a rerun may replace it; any other existing file is kept)."""
+    return '"protocol": "TecoGAN official metrics' in _head(path)
+
+
+def _is_csv_report(path: Path) -> bool:
+    """An earlier `--csv` report."""
+    return _head(path).startswith("sequence,frames,")
+
+
+def report_paths(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """--json and --csv checked before any scoring: not inside the frame folders or the weights, not a
+    folder, and an existing file only when it is an earlier report of ours."""
+    inputs = [args.pred, args.gt, args.lpips_weights]
+    out = []
+    for flag, path, marker in (("--json", args.json, _is_json_report), ("--csv", args.csv, _is_csv_report)):
+        out.append(None if not path else check_output(path, inputs, kind="file", allow_existing=True,
+                                                      marker=marker, what=flag))
+    if out[0] is not None and out[0] == out[1]:
+        raise OutputError(f"--json and --csv name the same file {args.json}; give two file names")
+    return out[0], out[1]
 
 
 def run(args: argparse.Namespace) -> int:
+    json_path, csv_path = report_paths(args)
     report = evaluate_folders(
         args.pred,
         args.gt,
@@ -33,19 +66,10 @@ def run(args: argparse.Namespace) -> int:
         tof_workers=args.workers,
     )
     print(report.format_table())
-    if args.json:
-        report.to_json(args.json)
+    if json_path is not None:
+        report.to_json(json_path)
         print(f"wrote {args.json}")
-    if args.csv:
-        report.to_csv(args.csv)
+    if csv_path is not None:
+        report.to_csv(csv_path)
         print(f"wrote {args.csv}")
     return 0
-
-
-HELP = "Score folders of frames with the TecoGAN official-protocol metrics (PSNR, SSIM, LPIPS, tOF, tLP100)."
-
-
-def register_command(commands) -> None:
-    """Add `eval` to the command registry (idempotent, so repeated plugin loading is harmless)."""
-    if "eval" not in commands:
-        commands.register("eval", Command("eval", HELP, add_arguments, run))

@@ -146,8 +146,11 @@ class MetricsReport:
         lines.insert(len(lines) - 2, "-" * len(lines[0]))
         counts = ", ".join(f"{METRIC_NAMES[m]} {self.count(m)}" for m in avail)
         lines.append(f"frames scored: {counts}")
+        by_reason: dict[str, list[str]] = {}  # LPIPS and tLP share one reason: say it once
         for m, reason in self.unavailable.items():
-            lines.append(f"{METRIC_NAMES[m]}: unavailable - {reason}")
+            by_reason.setdefault(reason, []).append(METRIC_NAMES[m])
+        for reason, names in by_reason.items():
+            lines.append(f"{', '.join(names)}: unavailable - {reason}")
         lines.extend(self.notes)
         return "\n".join(lines)
 

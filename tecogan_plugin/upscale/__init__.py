@@ -9,11 +9,4 @@ from tecogan_plugin.upscale.engine import load_generator, upscale_frames
 from tecogan_plugin.upscale.tiling import TiledStep, plan_tiles
 from tecogan_plugin.upscale.video import open_sink, open_source
 
-__all__ = ["load_generator", "upscale_frames", "TiledStep", "plan_tiles", "open_source", "open_sink", "register"]
-
-
-def register(registries) -> None:
-    """CLI command: upscale."""
-    from tecogan_plugin.upscale.command import UPSCALE
-
-    registries.commands.register(UPSCALE.name, UPSCALE)
+__all__ = ["load_generator", "upscale_frames", "TiledStep", "plan_tiles", "open_source", "open_sink"]

@@ -89,9 +89,9 @@ def choose_tile(height: int, width: int, overlap: int, budget_bytes: float, byte
     tile = side // GRID * GRID
     if tile < MIN_TILE:
         raise ConfigError(
-            f"not enough free device memory for a {MIN_TILE} px tile with {overlap} px overlap "
+            f"not enough free memory for a {MIN_TILE} px tile with {overlap} px overlap "
             f"({budget_bytes / 2**20:.0f} MiB free for activations, {bytes_per_px / 1024:.1f} KiB per LR px); "
-            "use a smaller --tile-overlap, --half, or --device cpu"
+            "use a smaller --tile-overlap, close other programs, or on CUDA --half or --device cpu"
         )
     return tile
 

@@ -1,0 +1,590 @@
+"""The latency planner: which blocks to remove and how wide each channel group stays so that the
+model meets a MEASURED latency target (LatencyRatio / Latency).
+
+1. Lookup table. Every conv / linear layer is timed alone, at the input size it sees at the target
+   shape, at the (in, out) widths the search asks for (memoised, and cached on disk per hardware,
+   threads, runner, clock, shapes and model signature: prunekit.latency.LatencyTable). The model's
+   estimated latency is the measured dense latency with each layer's table time swapped for its
+   time at the current widths (layers of removed blocks cost nothing).
+2. Greedy path. From the dense model, repeatedly take the cheapest move in importance lost per
+   millisecond saved: remove a block (its strategy score, put on the channel-importance scale), or
+   cut one channel group by one step (1/8 of its width, `round_to` channels, whole PixelShuffle
+   blocks; the step's importance is that of the least important channels still there). The path
+   runs until no move saves time; it does not depend on the target.
+3. Correction. A prefix of the path is chosen by its estimate, built, and timed against the dense
+   model (interleaved runs with the runner). The next prefix comes from interpolating measured vs
+   estimated ratios between the nearest measured prefixes (secant, bisection as a fallback) until
+   the measured latency lies in [goal - tolerance, goal].
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from prunekit import budget, profile
+from prunekit.budget import Latency, LatencyRatio
+from prunekit.channels import (
+    ChannelStep,
+    _block_size,
+    _output_shapes,
+    _prune,
+    _ROOT_TYPES,
+    _ignored,
+    dependency_graph,
+    output_layers,
+)
+from prunekit.errors import ConfigError, NoUnitsError, UnreachableTargetError
+from prunekit.graph import Graph, Layout, input_shapes
+from prunekit import latency as lat
+from prunekit.profile import call_model, eval_mode
+from prunekit.replace import Replacement, apply_replacements
+
+DEFAULT_TOLERANCE = 0.08  # accept a measured ratio in [goal * (1 - tol), goal]; aim at the middle
+MAX_ITERATIONS = 7
+STEPS_PER_GROUP = 8
+
+
+@dataclass
+class Layer:
+    """A conv / linear layer of the model the search starts from: its widths, the groups that set
+    them, the removable block it lives in, and what it looks like to the lookup table."""
+
+    path: str
+    cin: int
+    cout: int
+    in_group: int | None
+    out_group: int | None
+    block: str | None
+    module: nn.Module
+    input_shape: list[int]
+
+
+@dataclass
+class Group:
+    """A channel group: `layers` are the (dense) paths whose outputs it prunes, `levels` the
+    widths it may be cut to (widest first), `order` its channels least important first."""
+
+    id: int
+    layers: list[str]
+    width: int
+    unit: int
+    levels: list[int]
+    order: list[int]
+    importance: list[float]  # per channel, aligned with `order`
+
+
+@dataclass
+class State:
+    removed: frozenset[str] = frozenset()
+    kept: dict[int, int] = field(default_factory=dict)
+
+
+class CostModel(Protocol):
+    """What the planner measures. `layer_ms` times one layer at given widths; `compare` times the
+    dense model and a candidate (interleaved) and returns (dense_ms, candidate_ms, details)."""
+
+    def layer_ms(self, layer: Layer, cin: int, cout: int) -> float: ...
+
+    def compare(self, dense: nn.Module, candidate: nn.Module) -> tuple[float, float, dict[str, Any]]: ...
+
+
+def _rebuild(module: nn.Module, cin: int, cout: int) -> nn.Module | None:
+    """A fresh layer like `module` with `cin` inputs and `cout` outputs (None for other types)."""
+    t = type(module)
+    if t is nn.Linear:
+        return nn.Linear(cin, cout, bias=module.bias is not None)
+    if t in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+        groups = module.groups
+        if groups > 1:
+            if not (groups == module.in_channels == module.out_channels and cin == cout):
+                return None
+            groups = cin  # depthwise stays depthwise
+        kwargs = dict(stride=module.stride, padding=module.padding, dilation=module.dilation, groups=groups,
+                      bias=module.bias is not None, padding_mode=module.padding_mode)
+        if module.transposed:
+            kwargs["output_padding"] = module.output_padding
+        return t(cin, cout, module.kernel_size, **kwargs)
+    return None
+
+
+class MeasuredCost:
+    """The real cost model: layers timed alone (memoised in a LatencyTable), whole models timed
+    against the dense one with `prunekit.latency.compare`."""
+
+    def __init__(self, table: lat.LatencyTable, runner: tuple[str, lat.Runner], inputs: Any, threads: int,
+                 clock: str, device: torch.device, rounds: int = 7, layer_repeats: int = 5) -> None:
+        self.table, self.runner, self.inputs = table, runner, inputs
+        self.threads, self.clock, self.device = threads, clock, device
+        self.rounds, self.layer_repeats = rounds, layer_repeats
+        self.fmt = getattr(runner[1], "memory_format", None)
+        self.timer = lat.Timer(clock, device)
+
+    def layer_ms(self, layer: Layer, cin: int, cout: int) -> float:
+        m = layer.module
+        dims = "x".join(map(str, layer.input_shape[2:] if not isinstance(m, nn.Linear) else layer.input_shape[:-1]))
+        key = f"{type(m).__name__}{getattr(m, 'kernel_size', '')}{getattr(m, 'stride', '')}" \
+              f"{getattr(m, 'padding', '')}{getattr(m, 'dilation', '')}g{getattr(m, 'groups', 1)}" \
+              f"{getattr(m, 'output_padding', '')}b{m.bias is not None}|{dims}|{cin}|{cout}"
+        if key not in self.table.layers:
+            self.table.layers[key] = self._time_layer(layer, cin, cout)
+        return self.table.layers[key]
+
+    def _time_layer(self, layer: Layer, cin: int, cout: int) -> float:
+        probe = _rebuild(layer.module, cin, cout)
+        shape = list(layer.input_shape)
+        if probe is None:  # unknown layer type: time it as it is and scale by its weight count
+            probe, scale = layer.module, (cin * cout) / (layer.cin * layer.cout)
+        else:
+            scale = 1.0
+            shape[-1 if isinstance(probe, nn.Linear) else 1] = cin
+        probe = copy.deepcopy(probe).to(self.device).eval()
+        x = torch.randn(shape, device=self.device)
+        if self.fmt is not None and x.dim() == 4:
+            probe, x = probe.to(memory_format=self.fmt), x.contiguous(memory_format=self.fmt)
+
+        def step(inputs: Any) -> Any:
+            with torch.inference_mode():
+                return probe(inputs)
+
+        with lat.num_threads(self.threads):
+            step(x)
+            times = [self.timer(step, x) for _ in range(self.layer_repeats)]
+        return sorted(times)[len(times) // 2] * scale
+
+    def compare(self, dense: nn.Module, candidate: nn.Module) -> tuple[float, float, dict[str, Any]]:
+        stats = lat.compare({"dense": dense, "candidate": candidate}, self.inputs, self.runner[1],
+                            rounds=self.rounds, warmup=1, threads=self.threads, clock=self.clock)
+        d, c = stats["dense"], stats["candidate"]
+        return d["median_ms"], c["median_ms"], {"spread": max(d["spread"], c["spread"]),
+                                                "ratio": lat.paired_ratio(stats, "candidate", "dense")}
+
+
+# --------------------------------------------------------------------------- search space
+def _record_inputs(model: nn.Module, inputs: Any, paths: list[str]) -> dict[str, list[int]]:
+    shapes: dict[str, list[int]] = {}
+    handles = []
+    for path in paths:
+        def hook(mod: nn.Module, args: tuple, path: str = path) -> None:
+            if path not in shapes and args and isinstance(args[0], torch.Tensor):
+                shapes[path] = list(args[0].shape)
+        handles.append(model.get_submodule(path).register_forward_pre_hook(hook))
+    try:
+        with eval_mode(model), torch.no_grad():
+            call_model(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def _levels(width: int, unit: int, round_to: int | None) -> list[int]:
+    """Widths a group may be cut to, widest first (always whole `unit`s, at least one unit)."""
+    if round_to:
+        lows = [k for k in range(round_to, width, round_to) if k % unit == 0]
+        return [width] + sorted(lows, reverse=True)
+    step = max(unit, math.ceil(width / STEPS_PER_GROUP / unit) * unit)
+    return [w for w in range(width, unit - 1, -step)]
+
+
+def search_space(
+    base: nn.Module, example_inputs: Any, latency_inputs: Any, layout: Layout | None, blocks: list[str],
+    scorer: Any, round_to: int | None, excluded: set[str],
+) -> tuple[list[Layer], list[Group]]:
+    """The layers the table prices and the channel groups the search may cut (importance from
+    `scorer` on `base`). Groups whose layers are in `excluded` are left whole."""
+    dg = dependency_graph(base, example_inputs)
+    names = {m: p for p, m in base.named_modules()}
+    patterns = list(layout.channel_ignore) + list(layout.fixed_channels) if layout is not None else []
+    ignored = _ignored(base, patterns) + output_layers(dg)
+    if hasattr(scorer, "bind"):
+        scorer.bind(base)
+    groups: list[Group] = []
+    out_of: dict[str, int] = {}
+    in_of: dict[str, int] = {}
+    with torch.no_grad():
+        for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
+            outs = [names[d.target.module] for d, _ in group
+                    if d.target.module in names and dg.is_out_channel_pruning_fn(d.handler)]
+            ins = [names[d.target.module] for d, _ in group
+                   if d.target.module in names and dg.is_in_channel_pruning_fn(d.handler)]
+            if not outs or set(outs) & set(out_of) or set(outs) & excluded:
+                continue
+            root = group[0].dep.target.module
+            width, unit = len(group[0].idxs), _block_size(dg, root)
+            levels = _levels(width, unit, round_to)
+            scores = scorer(group)
+            if len(levels) < 2 or scores is None:
+                continue
+            per_unit = scores.double().reshape(width // unit, unit).sum(1)
+            order = torch.argsort(per_unit, stable=True).tolist()
+            gid = len(groups)
+            groups.append(Group(gid, outs, width, unit, levels, order, [float(per_unit[i]) for i in order]))
+            for p in outs:
+                out_of[p] = gid
+            for p in ins:
+                in_of.setdefault(p, gid)
+    paths = [p for p, m in base.named_modules() if isinstance(m, _ROOT_TYPES) and m in dg.module2node]
+    shapes = _record_inputs(base, latency_inputs, paths)
+    layers = []
+    for path in paths:
+        if path not in shapes:
+            continue
+        m = base.get_submodule(path)
+        w = m.weight
+        cout, cin = (w.shape[1] * m.groups, w.shape[0]) if getattr(m, "transposed", False) else (
+            w.shape[0], w.shape[1] * getattr(m, "groups", 1))
+        block = next((b for b in blocks if path.startswith(b + ".")), None)
+        layers.append(Layer(path, cin, cout, in_of.get(path), out_of.get(path), block, m, shapes[path]))
+    return layers, groups
+
+
+# --------------------------------------------------------------------------- estimate and greedy path
+class Estimator:
+    """Estimated latency of a state: dense measured ms minus the dense layers' table time plus the
+    alive layers' table time at the state's widths."""
+
+    def __init__(self, layers: list[Layer], groups: list[Group], costs: CostModel, dense_ms: float) -> None:
+        self.layers, self.groups, self.costs = layers, {g.id: g for g in groups}, costs
+        self.rest = dense_ms - sum(self.layer(layer, State()) for layer in layers)
+
+    def _width(self, full: int, gid: int | None, state: State) -> int:
+        if gid is None or gid not in state.kept:
+            return full
+        g = self.groups[gid]
+        return max(1, round(full * state.kept[gid] / g.width))
+
+    def layer(self, layer: Layer, state: State) -> float:
+        if layer.block is not None and layer.block in state.removed:
+            return 0.0
+        return self.costs.layer_ms(layer, self._width(layer.cin, layer.in_group, state),
+                                   self._width(layer.cout, layer.out_group, state))
+
+    def total(self, state: State) -> float:
+        return self.rest + sum(self.layer(layer, state) for layer in self.layers)
+
+
+def _block_importance(blocks: list[str], scores: dict[str, float], groups: list[Group]) -> dict[str, float]:
+    """Block scores on the channel-importance scale: their mean is matched to the mean importance
+    of the channels the blocks hold (groups whose layers all lie in one block), or else to the mean
+    importance of a whole group; the strategy's order among blocks is kept."""
+    low = min(scores.values(), default=0.0)
+    shifted = {b: scores[b] - min(low, 0.0) for b in blocks}
+    inside: dict[str, float] = {}
+    for g in groups:
+        owners = {next((b for b in blocks if p.startswith(b + ".")), None) for p in g.layers}
+        if len(owners) == 1 and None not in owners:
+            b = owners.pop()
+            inside[b] = inside.get(b, 0.0) + sum(g.importance)
+    if inside:
+        ref = sum(inside.values()) / len(inside)
+        own = sum(shifted[b] for b in inside) / len(inside)
+    else:
+        ref = sum(sum(g.importance) for g in groups) / len(groups) if groups else 1.0
+        own = sum(shifted.values()) / len(shifted) if shifted else 1.0
+    scale = ref / own if own > 0 else 1.0
+    return {b: shifted[b] * scale for b in blocks}
+
+
+@dataclass
+class PathPoint:
+    state: State
+    estimate_ms: float
+    move: str
+
+
+def greedy_path(est: Estimator, groups: list[Group], blocks: list[str], block_imp: dict[str, float]) -> list[PathPoint]:
+    """Moves in order of importance lost per estimated millisecond saved, from the dense state until
+    no move saves time (at least one block stays)."""
+    state = State()
+    current = est.total(state)
+    path = [PathPoint(state, current, "dense")]
+    inside = {b: [g.id for g in groups if all(p.startswith(b + ".") for p in g.layers)] for b in blocks}
+    owner = {gid: b for b, ids in inside.items() for gid in ids}
+    while True:
+        best: tuple[float, State, float, str] | None = None
+        alive = [b for b in blocks if b not in state.removed]
+        candidates: list[tuple[float, State, str]] = []
+        if len(alive) > 1:
+            for b in alive:
+                kept = {k: v for k, v in state.kept.items() if k not in inside[b]}
+                candidates.append((block_imp[b], State(state.removed | {b}, kept), f"remove {b}"))
+        for g in groups:
+            if owner.get(g.id) in state.removed:
+                continue  # the group lives in a removed block
+            now = state.kept.get(g.id, g.width)
+            i = g.levels.index(now)
+            if i + 1 >= len(g.levels):
+                continue
+            nxt = g.levels[i + 1]
+            gone_units = (g.width - nxt) // g.unit
+            done_units = (g.width - now) // g.unit
+            lost = sum(g.importance[done_units:gone_units])
+            candidates.append((lost, State(state.removed, {**state.kept, g.id: nxt}), f"cut {g.layers[0]} to {nxt}"))
+        for lost, nxt_state, move in candidates:
+            after = est.total(nxt_state)
+            saved = current - after
+            if saved <= 0:
+                continue
+            score = max(lost, 0.0) / saved
+            if best is None or score < best[0]:
+                best = (score, nxt_state, after, move)
+        if best is None:
+            return path
+        _, state, current, move = best
+        path.append(PathPoint(state, current, move))
+
+
+# --------------------------------------------------------------------------- building a state
+class BrokenGroup(Exception):
+    def __init__(self, layers: list[str]) -> None:
+        super().__init__(layers)
+        self.layers = layers
+
+
+def realize(base: nn.Module, dense: nn.Module, state: State, groups: list[Group], replaced: list[Replacement],
+            example_inputs: Any, scorer: Any, verified: set[int],
+            zeroed: dict[str, int] | None = None) -> tuple[list[str], list[ChannelStep], nn.Module]:
+    """(removed paths, channel steps, built model) for a state; channels are chosen by `scorer` on
+    the block-reduced model (branch units in `zeroed` are replaced by zeros, not bypassed). A group
+    not yet `verified` whose cut breaks the model raises BrokenGroup."""
+    from prunekit.schedule.distill import renumbered_path
+    from prunekit.surgery import remove_units
+
+    removed = [p for p, _ in dense.named_modules() if p in state.removed]
+    model = remove_units(dense, removed, zeroed)
+    if replaced:
+        apply_replacements(model, replaced, removed, dense)
+    cuts = {gid: kept for gid, kept in state.kept.items()}
+    if not cuts:
+        return removed, [], model
+    expected = _output_shapes(model, example_inputs)
+    dg = dependency_graph(model, example_inputs)
+    modules = dict(model.named_modules())
+    if hasattr(scorer, "bind"):
+        scorer.bind(model)
+    steps: list[ChannelStep] = []
+    by_id = {g.id: g for g in groups}
+    with torch.no_grad():
+        for gid, kept in sorted(cuts.items()):
+            g = by_id[gid]
+            here = [renumbered_path(p, removed, base) for p in g.layers]
+            here = [p for p in here if p is not None and p in modules and modules[p] in dg.module2node]
+            if not here:
+                continue
+            module = modules[here[0]]
+            pruner = dg.get_pruner_of_module(module)
+            n = pruner.get_out_channels(module)
+            group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(n)))
+            unit = _block_size(dg, module)
+            scores = scorer(group)
+            cut_units = (n - round(n * kept / g.width)) // unit
+            if cut_units <= 0:
+                continue
+            if scores is None:
+                chosen = list(range(cut_units))
+            else:
+                per_unit = scores.double().reshape(n // unit, unit).sum(1)
+                chosen = torch.argsort(per_unit, stable=True)[:cut_units].tolist()
+            idxs = sorted(int(b) * unit + j for b in chosen for j in range(unit))
+            _prune(dg, module, idxs)
+            if gid not in verified:
+                if _output_shapes(model, example_inputs, quiet=True) != expected:
+                    raise BrokenGroup(g.layers)
+                verified.add(gid)
+            steps.append(ChannelStep(layer=here[0], idxs=idxs))
+    return removed, steps, model
+
+
+# --------------------------------------------------------------------------- the planner
+def _inputs_at(target: LatencyRatio | Latency, example_inputs: Any) -> Any:
+    if target.shape is None:
+        return example_inputs
+    from prunekit.surgery import example_inputs_from_shapes
+
+    known = input_shapes(example_inputs)
+    unknown = sorted(set(target.shape) - set(known))
+    if unknown:
+        raise ConfigError(f"{target!r}: shape names inputs {unknown}, but the example inputs are {sorted(known)}")
+    return example_inputs_from_shapes({**known, **target.shape})
+
+
+def plan_latency(
+    model: nn.Module,
+    graph: Graph,
+    target: LatencyRatio | Latency,
+    scorer: Any,
+    data: list[Any],
+    layout: Layout | None,
+    *,
+    runner: str | Callable | None = None,
+    channel_importance: Any = "l2",
+    round_to: int | None = None,
+    replaced: list[Replacement] | None = None,
+    cache: Any = None,
+    strategy_kwargs: dict[str, Any] | None = None,
+    costs: CostModel | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_iterations: int = MAX_ITERATIONS,
+    threads: int | None = None,
+    clock: str = "auto",
+) -> Any:
+    """A Plan whose model meets `target` as measured (see the module docstring). `costs` replaces
+    the measured cost model (tests inject a deterministic one)."""
+    from prunekit import importance as imp
+    from prunekit.plan import LatencyRecord, Plan, Stats
+    from prunekit.surgery import apply
+
+    budget.check_latency(target)
+    started = time.perf_counter()
+    replaced = list(replaced or [])
+    example_inputs = graph.example_inputs
+    latency_inputs = _inputs_at(target, example_inputs)
+    layout = layout or graph.layout
+    runner_name, runner_fn = lat.resolve_runner(runner, layout.runner if layout is not None else None)
+    device = lat.device_of(model)
+    n_threads = threads or torch.get_num_threads()
+    chosen_clock = lat.pick_clock(clock, device, n_threads)
+
+    blocks = [u.path for u in graph.leaves()]
+    zeroed = {u.path: u.outputs for u in graph.leaves() if u.kind == "branch"}
+    scores: dict[str, float] = {}
+    if blocks:
+        needs = getattr(scorer, "needs_data", False)
+        scores = {k: float(v) for k, v in scorer.score(model, graph, graph.leaves(), data if needs else None).items()}
+
+    base = copy.deepcopy(model)
+    if replaced:
+        apply_replacements(base, replaced, [], model)
+    chan_scorer = imp.resolve(channel_importance, base, data)
+
+    table_dir = lat.cache_dir(cache)
+    if costs is None:
+        key = lat.TableKey(hardware=lat.device_name(device), device=str(device), threads=n_threads, runner=runner_name,
+                           clock=chosen_clock, shapes=input_shapes(latency_inputs), model=lat.model_signature(base))
+        table = lat.LatencyTable.load(key, table_dir)
+        costs = MeasuredCost(table, (runner_name, runner_fn), latency_inputs, n_threads, chosen_clock, device)
+
+    excluded: set[str] = set()
+    history: list[dict[str, float]] = []
+    while True:  # restarts without a group whose cut breaks the model
+        layers, groups = search_space(base, example_inputs, latency_inputs, layout, blocks, chan_scorer, round_to, excluded)
+        if not blocks and not groups:
+            raise NoUnitsError(f"{type(model).__name__} has neither removable blocks nor prunable channel groups")
+        dense_ms, _, _ = costs.compare(model, model)
+        est = Estimator(layers, groups, costs, dense_ms)
+        path = greedy_path(est, groups, blocks, _block_importance(blocks, scores, groups))
+        try:
+            result = _correct(path, est, costs, model, base, groups, replaced, example_inputs, chan_scorer,
+                              target, tolerance, max_iterations, history, zeroed)
+            break
+        except BrokenGroup as broken:
+            excluded.update(broken.layers)
+    if isinstance(getattr(costs, "table", None), lat.LatencyTable):
+        costs.table.save(table_dir)
+    point, removed, steps, dense_ms, measured_ms, spread = result
+
+    stats0 = Stats(params_before=graph.total_params, params_after=graph.total_params,
+                   flops_before=graph.total_flops or profile.flops(model, example_inputs), flops_after=0)
+    widths = {g.layers[0]: [point.state.kept.get(g.id, g.width), g.width] for g in groups if g.id in point.state.kept}
+    record = LatencyRecord(
+        target_ms=_goal_ms(target, dense_ms), dense_ms=dense_ms, planned_ms=point.estimate_ms, measured_ms=measured_ms,
+        device=str(device), hardware=lat.device_name(device), threads=n_threads, runner=runner_name,
+        clock=chosen_clock, shapes=input_shapes(latency_inputs), spread=spread, iterations=len(history),
+        planner_s=0.0, widths=widths, history=history,
+    )
+    plan = Plan(
+        removed=removed, zeroed={p: n for p, n in zeroed.items() if p in removed}, channels=steps, replaced=replaced,
+        channel_importance=channel_importance if isinstance(channel_importance, str) else type(channel_importance).__name__,
+        round_to=round_to, latency=record,
+        strategy=getattr(scorer, "name", type(scorer).__name__) if blocks else None,
+        strategy_kwargs=strategy_kwargs or {}, targets=[target], scores=scores, stats=stats0,
+        input_shapes=input_shapes(example_inputs),
+    )
+    pruned = apply(model, plan, example_inputs)
+    plan.stats.params_after = profile.count_params(pruned)
+    plan.stats.flops_after = profile.flops(pruned, example_inputs)
+    plan.latency.planner_s = time.perf_counter() - started
+    return plan
+
+
+def _goal_ms(target: LatencyRatio | Latency, dense_ms: float) -> float:
+    return target.keep * dense_ms if isinstance(target, LatencyRatio) else target.ms
+
+
+def _correct(path: list[PathPoint], est: Estimator, costs: CostModel, dense: nn.Module, base: nn.Module,
+             groups: list[Group], replaced: list[Replacement], example_inputs: Any, scorer: Any,
+             target: LatencyRatio | Latency, tolerance: float, max_iterations: int,
+             history: list[dict[str, float]], zeroed: dict[str, int]):
+    """Walk the path: pick a prefix by its estimate, build and time it, update, until the measured
+    latency is within [goal * (1 - tolerance), goal]."""
+    e0 = path[0].estimate_ms
+    ratios = [p.estimate_ms / e0 for p in path]
+    measured: dict[int, tuple[float, float, float, list[str], list[ChannelStep], float]] = {}
+    verified: set[int] = set()
+
+    def goal_ratio(dense_ms: float) -> float:
+        return _goal_ms(target, dense_ms) / dense_ms
+
+    def first_at_or_below(r: float) -> int:
+        return next((i for i, x in enumerate(ratios) if x <= r), len(path) - 1)
+
+    dense_ms0 = est.rest + sum(est.layer(layer, State()) for layer in est.layers)
+    goal = goal_ratio(dense_ms0)
+    aim = goal * (1 - tolerance / 2)
+    index = first_at_or_below(aim)
+    for _ in range(max_iterations):
+        removed, steps, built = realize(base, dense, path[index].state, groups, replaced, example_inputs, scorer,
+                                        verified, zeroed)
+        dense_ms, cand_ms, info = costs.compare(dense, built)
+        ratio = info.get("ratio", cand_ms / dense_ms)
+        goal = goal_ratio(dense_ms)
+        aim = goal * (1 - tolerance / 2)
+        measured[index] = (ratio, dense_ms, cand_ms, removed, steps, info.get("spread", 0.0))
+        history.append({"prefix": float(index), "estimated_ratio": ratios[index], "measured_ratio": ratio,
+                        "dense_ms": dense_ms, "measured_ms": cand_ms, "planned_ms": path[index].estimate_ms})
+        if goal * (1 - tolerance) <= ratio <= goal:
+            break
+        above = [i for i, m in measured.items() if m[0] > goal]
+        below = [i for i, m in measured.items() if m[0] <= goal]
+        lo = max(above, default=None)  # too slow: a longer prefix is needed
+        hi = min(below, default=None)  # fast enough (but maybe too far)
+        if lo is not None and lo == len(path) - 1:
+            break
+        if lo is not None and hi is not None and hi - lo <= 1:
+            break
+        # interpolate measured vs estimated ratio between the nearest measurements (or from one)
+        pts = sorted((ratios[i], measured[i][0]) for i in ([lo] if lo is not None else []) + ([hi] if hi is not None else []))
+        if len(pts) == 2 and pts[1][0] != pts[0][0]:
+            (e1, r1), (e2, r2) = pts
+            slope = (r2 - r1) / (e2 - e1) if e2 != e1 else 1.0
+            want = e1 + (aim - r1) / slope if slope > 0 else (e1 + e2) / 2
+        else:
+            e1, r1 = pts[0]
+            k = (1 - r1) / (1 - e1) if e1 < 1 and r1 < 1 else 1.0
+            want = 1 - (1 - aim) / max(k, 1e-3)
+        nxt = first_at_or_below(want)
+        low_bound = lo + 1 if lo is not None else 0
+        high_bound = hi - 1 if hi is not None else len(path) - 1
+        if not low_bound <= nxt <= high_bound or nxt in measured:
+            nxt = (low_bound + high_bound) // 2 if high_bound >= low_bound else high_bound
+        if nxt in measured:
+            break
+        index = nxt
+    feasible = {i: m for i, m in measured.items() if m[0] <= goal_ratio(m[1])}
+    if not feasible:
+        last = max(measured)
+        r = measured[last][0]
+        raise UnreachableTargetError(
+            f"{target!r}: the fastest model the planner built ({path[last].move!r} after {last} moves) measured "
+            f"{r:.3f} x the dense latency ({measured[last][2]:.2f} of {measured[last][1]:.2f} ms)"
+        )
+    best = max(feasible, key=lambda i: feasible[i][0])  # the slowest model that meets the goal keeps most
+    ratio, dense_ms, cand_ms, removed, steps, spread = feasible[best]
+    return path[best], removed, steps, dense_ms, cand_ms, spread

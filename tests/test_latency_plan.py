@@ -1,0 +1,239 @@
+"""Latency targets: config parsing, runners, the planner's choices with a fake cost model, and
+measured planning on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import prunekit as pk
+from prunekit import latency as lat
+from prunekit import latency_plan as lp
+from prunekit.budget import parse_target
+from prunekit.errors import ConfigError, UnknownNameError, UnreachableTargetError
+from prunekit.registry import RUNNERS
+from prunekit.schedule.config import PruneStage
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class Net(nn.Module):
+    def __init__(self, c: int = 16, n: int = 4) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.body = nn.Sequential(*[Block(c) for _ in range(n)])
+        self.wide = nn.Conv2d(c, 2 * c, 3, padding=1)
+        self.tail = nn.Conv2d(2 * c, 3, 3, padding=1)
+
+    def forward(self, x):
+        h = self.head(x)
+        return self.tail(F.relu(self.wide(h + self.body(h))))
+
+
+X = torch.randn(1, 3, 8, 8)
+
+
+def conv_cost(model: nn.Module) -> float:
+    """A deterministic 'latency': weight count of every conv, in thousands (ms)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d)) / 1e3
+
+
+class FakeCost:
+    """Layers cost their weight count; a whole model measures `bias` + `savings` x the true savings."""
+
+    def __init__(self, savings: float = 1.0) -> None:
+        self.savings = savings
+        self.compares = 0
+
+    def layer_ms(self, layer: lp.Layer, cin: int, cout: int) -> float:
+        k = layer.module.kernel_size
+        return cin * cout * k[0] * k[1] / 1e3
+
+    def compare(self, dense, candidate):
+        self.compares += 1
+        d = conv_cost(dense)
+        return d, d - self.savings * (d - conv_cost(candidate)), {}
+
+
+def _plan(model, target, costs, **kw):
+    graph = pk.analyze(model, X)
+    scorer = pk.get_strategy("magnitude")
+    return lp.plan_latency(model, graph, target, scorer, [X], None, costs=costs, cache=None, **kw)
+
+
+# ----------------------------------------------------------------------------- targets and configs
+def test_latency_targets_parse_from_configs():
+    assert parse_target({"kind": "latency_ratio", "keep": 0.5}) == pk.LatencyRatio(0.5)
+    t = parse_target('{"kind": "latency", "ms": 12.5, "shape": {"arg0": [1, 3, 32, 32]}}')
+    assert t == pk.Latency(12.5, shape={"arg0": [1, 3, 32, 32]})
+    stage = PruneStage.model_validate({"kind": "prune", "target": {"kind": "latency_ratio", "keep": 0.4},
+                                       "channel_importance": "taylor", "round_to": 8})
+    assert stage.targets() == [pk.LatencyRatio(0.4)] and stage.round_to == 8
+    with pytest.raises(ValueError, match="latency_ratio needs 0 < keep <= 1"):
+        PruneStage.model_validate({"kind": "prune", "target": {"kind": "latency_ratio", "keep": 1.5}})
+    with pytest.raises(ValueError, match="cannot be combined"):
+        PruneStage.model_validate({"kind": "prune", "target": [{"kind": "latency_ratio", "keep": 0.5},
+                                                               {"kind": "keep_blocks", "n": 2}]})
+
+
+def test_latency_target_alone_and_in_range():
+    model = Net()
+    graph = pk.analyze(model, X)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        pk.plan(model, graph, target=[pk.LatencyRatio(0.5), pk.KeepBlocks(2)])
+    with pytest.raises(UnreachableTargetError, match="keep must be in"):
+        _plan(model, pk.LatencyRatio(0.0), FakeCost())
+    with pytest.raises(UnreachableTargetError, match="ms must be > 0"):
+        _plan(model, pk.Latency(-1.0), FakeCost())
+
+
+# ----------------------------------------------------------------------------- runners and timing
+def test_runner_registry_and_layout_default():
+    assert RUNNERS.get("plain") is lat.plain_runner
+    calls = []
+
+    def counting(model):
+        def step(inputs):
+            calls.append(1)
+            with torch.inference_mode():
+                return model(inputs)
+        return step
+
+    RUNNERS.register("test.counting", counting, overwrite=True)
+    name, fn = lat.resolve_runner(None, default="test.counting")
+    assert name == "test.counting" and fn is counting
+    stats = lat.measure(Net(), X, runner="test.counting", repeats=3, warmup=1, threads=1)
+    assert len(calls) == 4 and stats["runner"] == "test.counting" and stats["threads"] == 1
+    assert stats["median_ms"] > 0 and len(stats["times_ms"]) == 3
+    with pytest.raises(UnknownNameError, match="runner 'nope'"):
+        lat.resolve_runner("nope")
+
+
+def test_compare_interleaves_and_pairs():
+    stats = lat.compare({"dense": Net(), "small": Net(c=4)}, X, rounds=3, warmup=0, clock="wall")
+    assert stats["small"]["repeats"] == 3 and stats["dense"]["clock"] == "wall"
+    assert lat.paired_ratio(stats, "small", "dense") > 0
+    with pytest.raises(ConfigError, match="clock"):
+        lat.compare({"a": Net()}, X, clock="sundial")
+
+
+# ----------------------------------------------------------------------------- planner with a fake cost model
+def _layer(path, cin, cout, in_group=None, out_group=None, block=None):
+    return lp.Layer(path, cin, cout, in_group, out_group, block, nn.Conv2d(cin, cout, 1), [1, cin, 4, 4])
+
+
+def _group(gid, path, width=8, importance=1.0):
+    return lp.Group(gid, [path], width, 1, [8, 4], list(range(width)), [importance] * width)
+
+
+class LayerCost(FakeCost):
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = weights
+
+    def layer_ms(self, layer, cin, cout):
+        return self.weights[layer.path] * cin * cout
+
+
+def test_greedy_takes_least_importance_per_ms_first():
+    layers = [_layer("a", 4, 8, out_group=0), _layer("b", 4, 8, out_group=1)]
+    costs = LayerCost({"a": 1.0, "b": 10.0})
+    groups = [_group(0, "a"), _group(1, "b")]
+    est = lp.Estimator(layers, groups, costs, dense_ms=sum(costs.layer_ms(x, 4, 8) for x in layers))
+    path = lp.greedy_path(est, groups, [], {})
+    assert [p.move for p in path] == ["dense", "cut b to 4", "cut a to 4"]  # same importance: b saves 10x the ms
+    groups = [_group(0, "a"), _group(1, "b", importance=100.0)]  # now b's channels matter 100x: a goes first
+    path = lp.greedy_path(lp.Estimator(layers, groups, costs, est.total(lp.State())), groups, [], {})
+    assert path[1].move == "cut a to 4"
+    assert path[-1].estimate_ms < path[1].estimate_ms < path[0].estimate_ms
+
+
+def test_block_moves_weighed_against_width_moves():
+    layers = [_layer("blk.conv", 4, 4, block="blk"), _layer("keep.conv", 4, 4, block="keep"),
+              _layer("w", 4, 8, out_group=0)]
+    costs = LayerCost({"blk.conv": 5.0, "keep.conv": 5.0, "w": 1.0})
+    groups = [_group(0, "w")]
+    est = lp.Estimator(layers, groups, costs, dense_ms=100.0)
+    cheap = lp.greedy_path(est, groups, ["blk", "keep"], {"blk": 1.0, "keep": 50.0})
+    assert cheap[1].move == "remove blk"  # 80 ms for importance 1
+    assert all(p.move != "remove keep" for p in cheap)  # the last block always stays
+    dear = lp.greedy_path(est, groups, ["blk", "keep"], {"blk": 1e6, "keep": 2e6})
+    assert dear[1].move == "cut w to 4"
+
+
+def test_plan_meets_target_by_measurement_with_exact_estimates():
+    model = Net()
+    costs = FakeCost()
+    plan = _plan(model, pk.LatencyRatio(0.5), costs)
+    rec = plan.latency
+    small = pk.apply(model, plan)
+    true_ratio = conv_cost(small) / conv_cost(model)
+    assert true_ratio <= 0.5 and rec.measured_ms / rec.dense_ms == pytest.approx(true_ratio)
+    assert rec.iterations == len(rec.history) >= 1 and rec.runner == "plain"
+    assert plan.removed or plan.channels
+    assert plan.stats.params_after < plan.stats.params_before
+    assert small(X).shape == model(X).shape
+
+
+def test_plan_corrects_when_measurement_disagrees():
+    model = Net()
+    costs = FakeCost(savings=0.6)  # real savings are only 60% of what the table predicts
+    plan = _plan(model, pk.LatencyRatio(0.6), costs, tolerance=0.1)
+    rec = plan.latency
+    assert len(rec.history) >= 2, "the first build is too slow and must be corrected"
+    first = rec.history[0]
+    assert first["measured_ratio"] > 0.6 >= rec.measured_ms / rec.dense_ms
+    assert rec.measured_ms / rec.dense_ms >= 0.6 * 0.9 - 1e-9 or rec.iterations == lp.MAX_ITERATIONS
+
+
+def test_absolute_latency_and_unreachable():
+    model = Net()
+    d = conv_cost(model)
+    plan = _plan(model, pk.Latency(0.7 * d), FakeCost())
+    assert plan.latency.measured_ms <= 0.7 * d and plan.latency.target_ms == pytest.approx(0.7 * d)
+    with pytest.raises(UnreachableTargetError, match="fastest model"):
+        _plan(model, pk.LatencyRatio(0.001), FakeCost())
+
+
+def test_round_to_gives_multiples():
+    model = Net(c=16)
+    plan = _plan(model, pk.LatencyRatio(0.5), FakeCost(), round_to=4)
+    small = pk.apply(model, plan)
+    widths = [m.out_channels for m in small.modules() if isinstance(m, nn.Conv2d)][:-1]
+    assert all(w % 4 == 0 for w in widths) and plan.round_to == 4
+
+
+# ----------------------------------------------------------------------------- measured, end to end
+def test_measured_plan_with_cache(tmp_path):
+    torch.manual_seed(0)
+    model = Net(c=32, n=3)
+    x = torch.randn(1, 3, 32, 32)
+    graph = pk.analyze(model, x)
+    plan = pk.plan(model, graph, strategy="magnitude", target=pk.LatencyRatio(0.6), latency_cache=tmp_path)
+    rec = plan.latency
+    assert rec.dense_ms > 0 and rec.measured_ms <= 0.6 * rec.dense_ms * 1.0001
+    assert rec.shapes == {"arg0": [1, 3, 32, 32]} and rec.threads == torch.get_num_threads()
+    cached = list(tmp_path.glob("*.json"))
+    assert len(cached) == 1 and "|" in cached[0].read_text()
+    reloaded = pk.Plan.model_validate_json(plan.model_dump_json())
+    assert reloaded.latency == rec
+    small = pk.apply(model, reloaded)
+    assert small(x).shape == model(x).shape
+
+
+def test_shape_override_names_known_inputs():
+    model = Net()
+    with pytest.raises(ConfigError, match="shape names inputs"):
+        _plan(model, pk.LatencyRatio(0.5, shape={"img": [1, 3, 8, 8]}), FakeCost())
+    plan = _plan(model, pk.LatencyRatio(0.5, shape={"arg0": [1, 3, 16, 16]}), FakeCost())
+    assert plan.latency.shapes == {"arg0": [1, 3, 16, 16]} and plan.input_shapes == {"arg0": [1, 3, 8, 8]}
