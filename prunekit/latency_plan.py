@@ -488,7 +488,7 @@ def plan_latency(
             excluded.update(broken.layers)
     if isinstance(getattr(costs, "table", None), lat.LatencyTable):
         costs.table.save(table_dir)
-    point, removed, steps, dense_ms, measured_ms, spread = result
+    point, removed, steps, dense_ms, measured_ms, spread, ratio = result
 
     stats0 = Stats(params_before=graph.total_params, params_after=graph.total_params,
                    flops_before=graph.total_flops or profile.flops(model, example_inputs), flops_after=0)
@@ -496,7 +496,7 @@ def plan_latency(
     record = LatencyRecord(
         target_ms=_goal_ms(target, dense_ms), dense_ms=dense_ms, planned_ms=point.estimate_ms, measured_ms=measured_ms,
         device=str(device), hardware=lat.device_name(device), threads=n_threads, runner=runner_name,
-        clock=chosen_clock, shapes=input_shapes(latency_inputs), spread=spread, iterations=len(history),
+        clock=chosen_clock, shapes=input_shapes(latency_inputs), ratio=ratio, spread=spread, iterations=len(history),
         planner_s=0.0, widths=widths, history=history,
     )
     plan = Plan(
@@ -587,4 +587,4 @@ def _correct(path: list[PathPoint], est: Estimator, costs: CostModel, dense: nn.
         )
     best = max(feasible, key=lambda i: feasible[i][0])  # the slowest model that meets the goal keeps most
     ratio, dense_ms, cand_ms, removed, steps, spread = feasible[best]
-    return path[best], removed, steps, dense_ms, cand_ms, spread
+    return path[best], removed, steps, dense_ms, cand_ms, spread, ratio

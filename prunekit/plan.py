@@ -51,7 +51,9 @@ class Stats(BaseModel):
 class LatencyRecord(BaseModel):
     """What a latency target planned and measured. `dense_ms` / `measured_ms` are medians of
     interleaved runs on `hardware` with `threads` threads, the `runner` and the `clock`, at
-    `shapes`; `planned_ms` is the lookup-table estimate of the chosen model."""
+    `shapes`; `ratio` is the median of the per-round ratios (what the target was checked on, so
+    it can differ slightly from measured_ms / dense_ms); `planned_ms` is the lookup-table
+    estimate of the chosen model."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +67,7 @@ class LatencyRecord(BaseModel):
     runner: str
     clock: str
     shapes: dict[str, list[int]]
+    ratio: float | None = None
     spread: float = 0.0
     iterations: int = 0
     planner_s: float = 0.0
@@ -73,6 +76,8 @@ class LatencyRecord(BaseModel):
 
     @property
     def kept(self) -> float:
+        if self.ratio is not None:
+            return self.ratio
         return self.measured_ms / self.dense_ms if self.dense_ms else 1.0
 
 
