@@ -219,8 +219,10 @@ def test_registered_factory_passing_kwargs_on_is_a_config_error(capsys, tmp_path
     from prunekit.errors import ConfigError
     from prunekit.models import build_model
 
-    with pytest.raises(ConfigError, match=r"model_kwargs for 'tecogan\.frnet'.*'bogus'"):
+    with pytest.raises(ConfigError, match=r"'tecogan\.frnet'.*bogus"):
         build_model("tecogan.frnet", bogus=1)
+    with pytest.raises(ConfigError, match=r"model_kwargs for 'torch\.nn:ReLU'.*'bogus'.*accepts \['inplace'\]"):
+        build_model("torch.nn:ReLU", bogus=1)  # a plain factory: checked against its signature first
 
 
 # ------------------------------------------------------------------ eval
@@ -315,7 +317,7 @@ def test_convert_never_overwrites_files_or_its_source(tmp_path, capsys):
     assert main(["convert", "tecogan", str(src), str(out)]) == 2
     one_line_error(capsys, "already exists", "--overwrite")
     assert main(["convert", "tecogan", str(src), str(out), "--overwrite"]) == 0
-    assert {p.name for p in out.iterdir()} == {"plan.json", "model.safetensors", "frnet.json"}
+    assert {p.name for p in out.iterdir()} == {"plan.json", "model.safetensors", "spec.json"}
 
 
 # ------------------------------------------------------------------ bench
