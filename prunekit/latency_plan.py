@@ -7,10 +7,13 @@ model meets a MEASURED latency target (LatencyRatio / Latency).
    estimated latency is the measured dense latency with each layer's table time swapped for its
    time at the current widths (layers of removed blocks cost nothing).
 2. Greedy path. From the dense model, repeatedly take the cheapest move in importance lost per
-   millisecond saved: remove a block (its strategy score, put on the channel-importance scale), or
-   cut one channel group by one step (1/8 of its width, `round_to` channels, whole PixelShuffle
-   blocks; the step's importance is that of the least important channels still there). The path
-   runs until no move saves time; it does not depend on the target.
+   millisecond saved: remove a block, or cut one channel group by one step (1/8 of its width,
+   `round_to` channels, whole PixelShuffle blocks; the channel importance picks which channels go).
+   What a move loses is priced by `move_cost`: "sensitivity" (default) measures the output damage
+   of each block removal and of each cut depth of each group on the calibration data
+   (prunekit.sensitivity; one unit for every move, so cuts in different layers compare);
+   "importance" sums the channel importance of the channels a step removes and puts block scores
+   on that scale. The path runs until no move saves time; it does not depend on the target.
 3. Correction. A prefix of the path is chosen by its estimate, built, and timed against the dense
    model (interleaved runs with the runner). The next prefix comes from interpolating measured vs
    estimated ratios between the nearest measured prefixes (secant, bisection as a fallback) until
@@ -49,6 +52,7 @@ from prunekit.replace import Replacement, apply_replacements
 DEFAULT_TOLERANCE = 0.08  # accept a measured ratio in [goal * (1 - tol), goal]; aim at the middle
 MAX_ITERATIONS = 7
 STEPS_PER_GROUP = 8
+MOVE_COSTS = ("sensitivity", "importance")
 
 
 @dataclass
@@ -78,6 +82,12 @@ class Group:
     levels: list[int]
     order: list[int]
     importance: list[float]  # per channel, aligned with `order`
+    step_loss: list[float] | None = None  # measured damage of each step down `levels` (move_cost="sensitivity")
+
+    def channels(self, level: int) -> torch.Tensor:
+        """The channels a cut to width `level` removes (least important units first)."""
+        cut = (self.width - level) // self.unit
+        return torch.tensor([u * self.unit + k for u in self.order[:cut] for k in range(self.unit)], dtype=torch.long)
 
 
 @dataclass
@@ -270,6 +280,27 @@ class Estimator:
         return self.rest + sum(self.layer(layer, state) for layer in self.layers)
 
 
+def measure_sensitivity(base: nn.Module, graph: Graph, groups: list[Group], blocks: list[str],
+                        scores: dict[str, float], data: list[Any]) -> dict[str, float]:
+    """Price every move by measured output damage: sets each group's `step_loss` and returns the
+    block costs. The strategy's scores keep deciding the order among blocks; the measured removal
+    damages, sorted, are given to the blocks in that order."""
+    from prunekit.sensitivity import cut_damage
+    from prunekit.strategies import Ablation
+
+    curves = cut_damage(base, [(g.layers, [g.channels(level) for level in g.levels[1:]]) for g in groups], data)
+    for g, curve in zip(groups, curves):
+        full = [0.0] + [max(d, 0.0) for d in curve]
+        full = [max(full[: i + 1]) for i in range(len(full))]  # deeper cuts never count as cheaper
+        g.step_loss = [b - a for a, b in zip(full, full[1:])]
+    if not blocks:
+        return {}
+    units = [u for u in graph.leaves() if u.path in blocks]
+    damage = sorted(max(float(v), 0.0) for v in Ablation().score(base, graph, units, data).values())
+    by_score = sorted(blocks, key=lambda b: scores.get(b, 0.0))
+    return dict(zip(by_score, damage))
+
+
 def _block_importance(blocks: list[str], scores: dict[str, float], groups: list[Group]) -> dict[str, float]:
     """Block scores on the channel-importance scale: their mean is matched to the mean importance
     of the channels the blocks hold (groups whose layers all lie in one block), or else to the mean
@@ -323,9 +354,12 @@ def greedy_path(est: Estimator, groups: list[Group], blocks: list[str], block_im
             if i + 1 >= len(g.levels):
                 continue
             nxt = g.levels[i + 1]
-            gone_units = (g.width - nxt) // g.unit
-            done_units = (g.width - now) // g.unit
-            lost = sum(g.importance[done_units:gone_units])
+            if g.step_loss is not None:
+                lost = g.step_loss[i]
+            else:
+                gone_units = (g.width - nxt) // g.unit
+                done_units = (g.width - now) // g.unit
+                lost = sum(g.importance[done_units:gone_units])
             candidates.append((lost, State(state.removed, {**state.kept, g.id: nxt}), f"cut {g.layers[0]} to {nxt}"))
         for lost, nxt_state, move in candidates:
             after = est.total(nxt_state)
@@ -434,14 +468,18 @@ def plan_latency(
     max_iterations: int = MAX_ITERATIONS,
     threads: int | None = None,
     clock: str = "auto",
+    move_cost: str = "sensitivity",
 ) -> Any:
     """A Plan whose model meets `target` as measured (see the module docstring). `costs` replaces
-    the measured cost model (tests inject a deterministic one)."""
+    the measured cost model (tests inject a deterministic one); `move_cost` ("sensitivity" or
+    "importance") prices what each move loses."""
     from prunekit import importance as imp
     from prunekit.plan import LatencyRecord, Plan, Stats
     from prunekit.surgery import apply
 
     budget.check_latency(target)
+    if move_cost not in MOVE_COSTS:
+        raise ConfigError(f"move_cost must be one of {list(MOVE_COSTS)}, got {move_cost!r}")
     started = time.perf_counter()
     replaced = list(replaced or [])
     example_inputs = graph.example_inputs
@@ -479,7 +517,11 @@ def plan_latency(
             raise NoUnitsError(f"{type(model).__name__} has neither removable blocks nor prunable channel groups")
         dense_ms, _, _ = costs.compare(model, model)
         est = Estimator(layers, groups, costs, dense_ms)
-        path = greedy_path(est, groups, blocks, _block_importance(blocks, scores, groups))
+        if move_cost == "sensitivity":
+            block_cost = measure_sensitivity(base, graph, groups, blocks, scores, data)
+        else:
+            block_cost = _block_importance(blocks, scores, groups)
+        path = greedy_path(est, groups, blocks, block_cost)
         try:
             result = _correct(path, est, costs, model, base, groups, replaced, example_inputs, chan_scorer,
                               target, tolerance, max_iterations, history, zeroed)
@@ -496,7 +538,7 @@ def plan_latency(
     record = LatencyRecord(
         target_ms=_goal_ms(target, dense_ms), dense_ms=dense_ms, planned_ms=point.estimate_ms, measured_ms=measured_ms,
         device=str(device), hardware=lat.device_name(device), threads=n_threads, runner=runner_name,
-        clock=chosen_clock, shapes=input_shapes(latency_inputs), ratio=ratio, spread=spread, iterations=len(history),
+        clock=chosen_clock, shapes=input_shapes(latency_inputs), ratio=ratio, move_cost=move_cost, spread=spread, iterations=len(history),
         planner_s=0.0, widths=widths, history=history,
     )
     plan = Plan(

@@ -53,7 +53,8 @@ class LatencyRecord(BaseModel):
     interleaved runs on `hardware` with `threads` threads, the `runner` and the `clock`, at
     `shapes`; `ratio` is the median of the per-round ratios (what the target was checked on, so
     it can differ slightly from measured_ms / dense_ms); `planned_ms` is the lookup-table
-    estimate of the chosen model."""
+    estimate of the chosen model; `move_cost` is how the planner priced its moves (records
+    written before it existed priced by importance)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +69,7 @@ class LatencyRecord(BaseModel):
     clock: str
     shapes: dict[str, list[int]]
     ratio: float | None = None
+    move_cost: str = "importance"
     spread: float = 0.0
     iterations: int = 0
     planner_s: float = 0.0
@@ -158,6 +160,7 @@ def plan(
     round_to: int | None = None,
     replace: Any = None,
     latency_cache: str | os.PathLike | None = None,
+    move_cost: str = "sensitivity",
     **strategy_kwargs: Any,
 ) -> Plan:
     """Decide what to remove from `model` (analysed as `graph`) to meet `target`.
@@ -174,7 +177,9 @@ def plan(
     torch-pruning Importance) and `round_to` steer width pruning; `replace` lists structure
     replacements (prunekit.replace) applied after the removals; `runner` (a registered name or a
     callable; default: the layout's runner, else "plain") and `latency_cache` (a directory; default
-    $PRUNEKIT_CACHE/latency or ~/.cache/prunekit/latency) are used by latency targets.
+    $PRUNEKIT_CACHE/latency or ~/.cache/prunekit/latency) are used by latency targets, and so is
+    `move_cost`: how the latency planner prices a move ("sensitivity": measured output damage,
+    "importance": channel importance sums).
     """
     from prunekit.surgery import apply, remove_units
 
@@ -203,7 +208,7 @@ def plan(
 
         return latency_plan.plan_latency(
             model, graph, targets[0], scorer, calibration, layout, runner=runner, channel_importance=channel_importance,
-            round_to=round_to, replaced=replaced, cache=latency_cache,
+            round_to=round_to, replaced=replaced, cache=latency_cache, move_cost=move_cost,
             strategy_kwargs={k: v for k, v in strategy_kwargs.items() if _jsonable(v)},
         )
     removed: list[str] = []

@@ -3,6 +3,8 @@ measured planning on a tiny model."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -237,3 +239,38 @@ def test_shape_override_names_known_inputs():
         _plan(model, pk.LatencyRatio(0.5, shape={"img": [1, 3, 8, 8]}), FakeCost())
     plan = _plan(model, pk.LatencyRatio(0.5, shape={"arg0": [1, 3, 16, 16]}), FakeCost())
     assert plan.latency.shapes == {"arg0": [1, 3, 16, 16]} and plan.input_shapes == {"arg0": [1, 3, 8, 8]}
+
+
+# ----------------------------------------------------------------------------- sensitivity pricing
+def test_zeroed_channels_damage_equals_removing_them():
+    from prunekit.channels import ChannelStep, apply_channels
+    from prunekit.sensitivity import cut_damage
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).eval()
+    gone = torch.tensor([1, 4, 6])
+    (damage,), = cut_damage(model, [(["0"], [gone])], [X])
+    pruned = apply_channels(copy.deepcopy(model), X, [ChannelStep(layer="0", idxs=gone.tolist())])
+    with torch.no_grad():
+        expected = float((model(X).double() - pruned(X).double()).pow(2).mean())
+    assert damage == pytest.approx(expected, rel=1e-6) and damage > 0
+
+
+def test_sensitivity_prices_every_step_by_measured_damage():
+    from prunekit import importance as imp
+
+    torch.manual_seed(0)
+    model = Net()
+    graph = pk.analyze(model, X)
+    plan = _plan(model, pk.LatencyRatio(0.5), FakeCost())
+    assert plan.latency.move_cost == "sensitivity" and plan.latency.measured_ms <= 0.5 * conv_cost(model)
+    blocks = [u.path for u in graph.leaves()]
+    _, groups = lp.search_space(model, X, X, None, blocks, imp.resolve("l2", model, [X]), None, set())
+    costs = lp.measure_sensitivity(model, graph, groups, blocks, {}, [X])
+    for g in groups:  # non-negative steps that add up to the damage of the deepest cut
+        assert g.step_loss is not None and len(g.step_loss) == len(g.levels) - 1 and min(g.step_loss) >= 0
+    assert set(costs) == set(blocks) and min(costs.values()) >= 0
+    by_importance = _plan(model, pk.LatencyRatio(0.5), FakeCost(), move_cost="importance")
+    assert by_importance.latency.move_cost == "importance"
+    with pytest.raises(ConfigError, match="move_cost"):
+        _plan(model, pk.LatencyRatio(0.5), FakeCost(), move_cost="flops")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -53,6 +53,7 @@ class PruneConfig(StrictModel):
     replace: list[dict[str, Any]] = Field(default_factory=list)
     runner: str | None = None
     latency_cache: str | None = None
+    move_cost: Literal["sensitivity", "importance"] = "sensitivity"
     out: str
     seed: int = 0
 
@@ -124,7 +125,7 @@ def prune_from_config(cfg: PruneConfig, out: str | None = None, overwrite: bool 
     targets = cfg.target if isinstance(cfg.target, list) else [cfg.target]
     result = plan(model, graph, strategy=cfg.strategy, target=targets, channel_importance=cfg.channel_importance,
                   round_to=cfg.round_to, replace=cfg.replace or None, runner=cfg.runner,
-                  latency_cache=cfg.latency_cache, **cfg.strategy_kwargs)
+                  latency_cache=cfg.latency_cache, move_cost=cfg.move_cost, **cfg.strategy_kwargs)
     from prunekit.surgery import apply
 
     pruned = apply(model, result, inputs)

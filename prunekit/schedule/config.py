@@ -116,6 +116,7 @@ class PruneStage(StrictModel):
     replace: list[dict[str, Any]] = Field(default_factory=list)
     runner: str | None = None
     latency_cache: str | None = None
+    move_cost: Literal["sensitivity", "importance"] = "sensitivity"
 
     @field_validator("target")
     @classmethod
