@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from prunekit import budget, profile
+from prunekit import budget, importance as imp, profile
 from prunekit.budget import Latency, LatencyRatio
 from prunekit.channels import (
     ChannelStep,
@@ -43,8 +43,11 @@ from prunekit.channels import (
 from prunekit.errors import ConfigError, NoUnitsError, UnreachableTargetError
 from prunekit.graph import Graph, Layout, input_shapes
 from prunekit import latency as lat
+from prunekit.plan_record import LatencyRecord, Plan, Stats
 from prunekit.profile import call_model, eval_mode
+from prunekit.removal import remove_units, renumbered_path
 from prunekit.replace import Replacement, apply_replacements
+from prunekit.surgery import apply, example_inputs_from_shapes
 
 DEFAULT_TOLERANCE = 0.08  # accept a measured ratio in [goal * (1 - tol), goal]; aim at the middle
 MAX_ITERATIONS = 7
@@ -354,9 +357,6 @@ def realize(base: nn.Module, dense: nn.Module, state: State, groups: list[Group]
     """(removed paths, channel steps, built model) for a state; channels are chosen by `scorer` on
     the block-reduced model (branch units in `zeroed` are replaced by zeros, not bypassed). A group
     not yet `verified` whose cut breaks the model raises BrokenGroup."""
-    from prunekit.schedule.distill import renumbered_path
-    from prunekit.surgery import remove_units
-
     removed = [p for p, _ in dense.named_modules() if p in state.removed]
     model = remove_units(dense, removed, zeroed)
     if replaced:
@@ -406,8 +406,6 @@ def realize(base: nn.Module, dense: nn.Module, state: State, groups: list[Group]
 def _inputs_at(target: LatencyRatio | Latency, example_inputs: Any) -> Any:
     if target.shape is None:
         return example_inputs
-    from prunekit.surgery import example_inputs_from_shapes
-
     known = input_shapes(example_inputs)
     unknown = sorted(set(target.shape) - set(known))
     if unknown:
@@ -434,13 +432,9 @@ def plan_latency(
     max_iterations: int = MAX_ITERATIONS,
     threads: int | None = None,
     clock: str = "auto",
-) -> Any:
+) -> Plan:
     """A Plan whose model meets `target` as measured (see the module docstring). `costs` replaces
     the measured cost model (tests inject a deterministic one)."""
-    from prunekit import importance as imp
-    from prunekit.plan import LatencyRecord, Plan, Stats
-    from prunekit.surgery import apply
-
     budget.check_latency(target)
     started = time.perf_counter()
     replaced = list(replaced or [])

@@ -13,6 +13,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, Latency, LatencyRatio, ParamsRatio, Target
 from prunekit.config import StrictModel
+from prunekit.replace import parse_replacements
 
 
 class OptimizerConfig(StrictModel):
@@ -141,8 +142,6 @@ class PruneStage(StrictModel):
     @field_validator("replace")
     @classmethod
     def _replacements(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from prunekit.replace import parse_replacements
-
         parse_replacements(v)  # ConfigError -> ValueError below names the field
         return v
 

@@ -21,16 +21,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit import profile, strategies
+from prunekit.budget import FlopsRatio, KeepBlocks, ParamsRatio, WidthTarget, select_units
 from prunekit.checkpoint import load_weights
 from prunekit.config import load_config
 from prunekit.errors import CheckpointError, ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
 from prunekit.fileio import atomic_write, check_output
 from prunekit.graph import analyze
-from prunekit.plan import Plan, plan as make_plan
+from prunekit.plan import plan as make_plan
+from prunekit.plan_record import Plan
+from prunekit.registry import TASKS
 from prunekit.schedule import checkpoint as ckpt
 from prunekit.schedule import distributed as dd
 from prunekit.schedule.config import FinetuneStage, PruneStage, RunConfig, TaskConfig, TrainStage, _Training
-from prunekit.schedule.distill import Distiller, renumbered_path
+from prunekit.schedule.distill import Distiller
 from prunekit.surgery import apply
 from prunekit.schedule.logging import MetricsLog, progress_bar, read_history
 from prunekit.schedule.runlock import LOCK_FILE, RunLock
@@ -74,11 +78,8 @@ class _Cursor:
 
 def build_task(cfg: TaskConfig) -> Task:
     """Instantiate the task named in the config (registered name or `package.module:factory`)."""
-    from prunekit.models import resolve_factory
-    from prunekit.registry import TASKS
-
     try:
-        factory = resolve_factory(cfg.name) if ":" in cfg.name else TASKS.get(cfg.name)
+        factory = TASKS.resolve(cfg.name)
     except UnknownNameError as exc:
         raise ConfigError(f"task.name: {exc}") from None
     try:
@@ -100,8 +101,6 @@ def _seed_everything(seed: int) -> None:
 
 
 def _is_channel(target: Any) -> bool:
-    from prunekit.budget import WidthTarget
-
     return isinstance(target, WidthTarget)
 
 
@@ -153,9 +152,6 @@ class _Engine:
 
     def preflight(self, model: nn.Module, plan: Any) -> None:
         """Catch unreachable or unsupported prune stages before any training."""
-        from prunekit import strategies
-        from prunekit.budget import KeepBlocks, select_units
-
         n_blocks: int | None = None
         widths_pruned = bool(plan is not None and plan.channels)
         for i, stage in enumerate(self.cfg.stages):
@@ -418,12 +414,12 @@ class _Engine:
         pairs: dict[str, str] = {}
         if cfg.features:
             ref = self.reference()
-            t_removed = list(self.teacher_plan.removed) if self.teacher_plan is not None else []
-            s_removed = list(self.plan.removed) if self.plan is not None else []
+            dense = Plan.identity(ref)
+            teacher_plan, student_plan = self.teacher_plan or dense, self.plan or dense
             graph = analyze(ref, self.task.example_inputs(), getattr(self.task, "layout", None))
             for unit in graph.leaves():
-                t_path = renumbered_path(unit.path, t_removed, ref)
-                s_path = renumbered_path(unit.path, s_removed, ref)
+                t_path = teacher_plan.path_after(unit.path, ref)
+                s_path = student_plan.path_after(unit.path, ref)
                 if t_path is not None and s_path is not None:
                     pairs[t_path] = s_path
         teacher_entry = self.task.train_module(self.teacher) if hasattr(self.task, "train_module") else None
@@ -466,45 +462,18 @@ class _Engine:
         pruned = apply(self.model, step, to_device(self.task.example_inputs(), self.device),
                        calibration=calib).to(self.device)
         if stage.iterative is not None:  # the step removed a subset: measure what is really left
-            from prunekit import profile
-
             flops = profile.flops(pruned, to_device(self.task.example_inputs(), self.device))
             step = step.model_copy(update={"stats": step.stats.model_copy(update={"flops_after": flops})})
-        self.plan = self._compose(step, pruned)
+        params_after = profile.count_params(pruned)
+        if self.plan is None:
+            self.plan = step.model_copy(update={"stats": step.stats.model_copy(update={"params_after": params_after})})
+        else:
+            self.plan = self.plan.compose(step, self.reference(), params_after)
         self.model = pruned
         self.log.log(self.cursor.global_step, f"stage{stage_index}", "prune", self.cursor.prune_step + 1,
                      {"removed": float(len(step.removed)), "params": float(self.plan.stats.params_after),
                       "params_kept": self.plan.stats.params_kept})
         return done
-
-    def _compose(self, step: Any, pruned: nn.Module) -> Any:
-        """The plan from the dense reference model to `pruned` (so the checkpoint replays on a fresh build)."""
-        from prunekit import profile
-        from prunekit.plan import Stats
-
-        if self.plan is None:
-            stats = step.stats.model_copy(update={"params_after": profile.count_params(pruned)})
-            return step.model_copy(update={"stats": stats})
-        ref = self.reference()
-        before = list(self.plan.removed)
-        inverse = {renumbered_path(p, before, ref): p for p, _ in ref.named_modules() if p}
-        mapped = [inverse[p] for p in step.removed]
-        scores = dict(self.plan.scores)
-        scores.update({inverse[p]: v for p, v in step.scores.items() if p in inverse})
-        stats = Stats(params_before=self.plan.stats.params_before, params_after=profile.count_params(pruned),
-                      flops_before=self.plan.stats.flops_before, flops_after=step.stats.flops_after)
-        if step.replaced and self.plan.channels:
-            raise ConfigError("a prune stage with replacements must come before any stage that prunes channels "
-                              "(replacements are replayed before channel steps)")
-        replaced = [r.model_copy(update={"paths": [inverse[p] for p in r.paths]}) for r in step.replaced]
-        return self.plan.model_copy(update={
-            "replaced": list(self.plan.replaced) + replaced, "latency": step.latency or self.plan.latency,
-            "channel_importance": step.channel_importance or self.plan.channel_importance,
-            "round_to": step.round_to or self.plan.round_to,
-            "removed": before + mapped, "channels": list(self.plan.channels) + list(step.channels),
-            "zeroed": {**self.plan.zeroed, **{inverse[p]: n for p, n in step.zeroed.items() if p in inverse}},
-            "strategy": step.strategy or self.plan.strategy, "targets": step.targets, "scores": scores,
-            "stats": stats})
 
     # ------------------------------------------------------------------ loop
     def run(self) -> RunResult:
@@ -591,9 +560,6 @@ class _Engine:
 def _relative_target(target: Any, model: nn.Module, reference: nn.Module, plan: Any, example: Any) -> Any:
     """Ratio targets are relative to the model at the first prune step; re-express them for the
     current, already-pruned model so each iterative step plans toward the same end point."""
-    from prunekit import profile
-    from prunekit.budget import FlopsRatio, ParamsRatio
-
     if plan is None or not isinstance(target, (ParamsRatio, FlopsRatio)):
         return target
     if isinstance(target, ParamsRatio):

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkabl
 import torch
 from torch import nn
 
+from prunekit.checkpoint import load_weights
+from prunekit.schedule.checkpoint import read_state_dict
 from prunekit.strategies import Calibration
 
 
@@ -120,9 +122,6 @@ class ModelTask:
         return self._initial_weights(self.build())
 
     def load_init(self, model: nn.Module, path: str | Path) -> nn.Module:
-        from prunekit.checkpoint import load_weights
-        from prunekit.schedule.checkpoint import read_state_dict
-
         load_weights(model, read_state_dict(Path(path)), str(path))
         return model
 
@@ -131,8 +130,6 @@ class ModelTask:
         if self.weights is None:
             return model
         if isinstance(self.weights, dict):
-            from prunekit.checkpoint import load_weights
-
             load_weights(model, self.weights, "ModelTask.weights")
             return model
         return self.load_init(model, self.weights)
