@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunekit import profile, strategies
-from prunekit.budget import FlopsRatio, KeepBlocks, ParamsRatio, WidthTarget, select_units
-from prunekit.checkpoint import load_weights
+from prunekit import profile
+from prunekit.budget import FlopsRatio, ParamsRatio
 from prunekit.config import load_config
-from prunekit.errors import CheckpointError, ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
+from prunekit.errors import CheckpointError, ConfigError, TrainingDivergedError, UnknownNameError
 from prunekit.fileio import atomic_write, check_output
 from prunekit.graph import analyze
 from prunekit.plan import plan as make_plan
@@ -33,12 +32,13 @@ from prunekit.plan_record import Plan
 from prunekit.registry import TASKS
 from prunekit.schedule import checkpoint as ckpt
 from prunekit.schedule import distributed as dd
-from prunekit.schedule.config import FinetuneStage, PruneStage, RunConfig, TaskConfig, TrainStage, _Training
+from prunekit.schedule.config import FinetuneStage, PruneStage, RunConfig, TaskConfig, _Training
 from prunekit.schedule.distill import Distiller
-from prunekit.surgery import apply
 from prunekit.schedule.logging import MetricsLog, progress_bar, read_history
+from prunekit.schedule.preflight import preflight
 from prunekit.schedule.runlock import LOCK_FILE, RunLock
-from prunekit.schedule.task import StepContext, Task, call_train_batches, to_device
+from prunekit.schedule.task import StepContext, Task, TaskHooks, call_train_batches, to_device
+from prunekit.surgery import apply
 
 
 @dataclass
@@ -57,7 +57,7 @@ class StepInfo:
 @dataclass
 class RunResult:
     model: nn.Module
-    plan: Any
+    plan: Plan | None
     history: list[dict[str, Any]]
     run_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)
@@ -100,14 +100,11 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def _is_channel(target: Any) -> bool:
-    return isinstance(target, WidthTarget)
-
-
 class _Engine:
     def __init__(self, cfg: RunConfig, task: Task, run_dir: Path, progress: bool,
                  on_step: Callable[[StepInfo], None] | None) -> None:
         self.cfg, self.task, self.run_dir = cfg, task, run_dir
+        self.hooks = TaskHooks.of(task)
         self.progress = progress and cfg.progress
         self.on_step = on_step
         if cfg.device == "cuda" and not torch.cuda.is_available():  # before joining a process group
@@ -117,9 +114,9 @@ class _Engine:
         self.device = _resolve_device(cfg.device, self.dist)
         self.ckpt_dir = run_dir / "checkpoints"
         self.model: nn.Module | None = None
-        self.plan: Any = None
+        self.plan: Plan | None = None
         self.teacher: nn.Module | None = None
-        self.teacher_plan: Any = None
+        self.teacher_plan: Plan | None = None
         self.cursor = _Cursor()
         self.last_eval: dict[str, float] = {}
         self.last_eval_step = -1
@@ -137,72 +134,23 @@ class _Engine:
                 self._reference = self.task.build_model()
         return self._reference
 
-    def initial_model(self) -> tuple[nn.Module, Any]:
+    def initial_model(self) -> tuple[nn.Module, Plan | None]:
         model, plan = self.task.build_model(), None
         init = self.cfg.init_checkpoint
         if init is not None:
             path = Path(init).expanduser()
             if path.is_dir():
                 model, plan = ckpt.read_model(path, self.task.build_model)
-            elif hasattr(self.task, "load_init"):
-                model = self.task.load_init(model, path)
             else:
-                load_weights(model, ckpt.read_state_dict(path), str(path))
+                model = self.hooks.load_init(model, path)
         return model, plan
-
-    def preflight(self, model: nn.Module, plan: Any) -> None:
-        """Catch unreachable or unsupported prune stages before any training."""
-        n_blocks: int | None = None
-        widths_pruned = bool(plan is not None and plan.channels)
-        for i, stage in enumerate(self.cfg.stages):
-            where = f"stages[{i}]"
-            if isinstance(stage, (TrainStage, FinetuneStage)):
-                self._check_batch(stage, where)
-                continue
-            targets = stage.targets()
-            try:
-                strategies.get_strategy(stage.strategy, **stage.strategy_kwargs)
-            except (PrunekitError, TypeError) as exc:
-                raise ConfigError(f"{where}.strategy: {exc}") from None
-            block = [t for t in targets if not _is_channel(t)]
-            if block and widths_pruned:
-                raise ConfigError(f"{where}.target: removing blocks after channels were pruned is not supported; "
-                                  "put block targets before channel targets")
-            if stage.iterative is not None:
-                if not block or len(targets) > 1:
-                    raise ConfigError(f"{where}.iterative: iterative pruning needs exactly one block target "
-                                      f"(keep_blocks, params_ratio or flops_ratio), got {[t.kind for t in targets]}")
-                self._check_batch(stage.iterative.finetune, f"{where}.iterative.finetune")
-            if n_blocks is None:
-                example = self.task.example_inputs()
-                graph = analyze(model, example, getattr(self.task, "layout", None))
-                n_blocks = len(graph.leaves())
-                for t in block:  # the first block target is checked on the real model, with neutral scores
-                    try:
-                        select_units(model, graph, {u.path: 0.0 for u in graph.leaves()}, t, example)
-                    except PrunekitError as exc:
-                        raise ConfigError(f"{where}.target: {exc}") from None
-            for t in block:
-                if isinstance(t, KeepBlocks) and not t.per_group:
-                    if t.n > n_blocks:
-                        raise ConfigError(f"{where}.target: keep {t.n} blocks is unreachable; the model has "
-                                          f"{n_blocks} removable blocks at this stage")
-                    n_blocks = t.n
-            widths_pruned = widths_pruned or any(_is_channel(t) for t in targets)
-
-    def _check_batch(self, stage: _Training, where: str) -> None:
-        import inspect
-
-        if stage.batch is not None and "batch_size" not in inspect.signature(self.task.train_batches).parameters:
-            raise ConfigError(f"{where}.batch: task {type(self.task).__name__} does not take a batch size")
 
     def start(self, resume: bool) -> None:
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
         _seed_everything(self.cfg.seed + self.dist.rank)
         self._claim_run_dir(resume)
-        if hasattr(self.task, "setup"):
-            self.task.setup(self._context())
+        self.hooks.setup(self._context())
         if resume and self._config_file().is_file():
             self._check_same_schedule()
         found = ckpt.newest_valid(self.ckpt_dir, self.task.build_model, self.dist.is_main) if resume else None
@@ -225,7 +173,7 @@ class _Engine:
             warnings.warn(f"out_dir {self.run_dir}: the run stopped before its first checkpoint; starting it "
                           "from the beginning", stacklevel=2)
         model, plan = self.initial_model()
-        self.preflight(model, plan)
+        preflight(self.cfg, self.task, self.hooks, model, plan)
         self.model, self.plan = model.to(self.device), plan
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -277,7 +225,7 @@ class _Engine:
                            wrap=lambda m: dd.wrap(m, self.dist, self.device),
                            all_reduce_mean=lambda t: dd.all_reduce_mean(t, self.dist))
 
-    def _load(self, folder: Path, state: dict[str, Any], model: nn.Module, plan: Any) -> None:
+    def _load(self, folder: Path, state: dict[str, Any], model: nn.Module, plan: Plan | None) -> None:
         self.plan = plan
         self.model = model.to(self.device)
         teacher_dir = self.run_dir / "teacher"
@@ -293,8 +241,8 @@ class _Engine:
         self._resume_opt = state.get("optimizer")
         self.last_eval = dict(state.get("last_eval") or {})
         self.last_eval_step = int(state.get("last_eval_step", -1))
-        if state.get("task") is not None and hasattr(self.task, "load_state_dict"):
-            self.task.load_state_dict(state["task"])
+        if state.get("task") is not None:
+            self.hooks.load_state_dict(state["task"])
         rngs = state["rng"]
         if len(rngs) != self.dist.world_size:
             raise ConfigError(f"the checkpoint {folder} was written by {len(rngs)} processes, this run has "
@@ -310,7 +258,7 @@ class _Engine:
                 "cursor": dict(vars(c)),
                 "log_rows": self.log.rows,
                 "optimizer": optimizer.state_dict() if optimizer is not None and c.iteration > 0 else None,
-                "task": self.task.state_dict() if hasattr(self.task, "state_dict") else None,
+                "task": self.hooks.state_dict(),
                 "rng": rngs,
                 "teacher": "teacher" if self.teacher is not None else None,
                 "last_eval": dict(self.last_eval),
@@ -345,14 +293,11 @@ class _Engine:
             return
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = scfg.optimizer
-        if o.name == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = o.build(params)
         if self._resume_opt is not None and c.iteration > 0:
             opt.load_state_dict(self._resume_opt)
         self._resume_opt = None
-        entry = self.task.train_module(self.model) if hasattr(self.task, "train_module") else self.model
+        entry = self.hooks.train_module(self.model)
         net = dd.wrap(entry, self.dist, self.device)
         distiller = self._distiller(distill, entry) if distill is not None else None
         teacher = self.teacher if distill is not None else None
@@ -416,15 +361,14 @@ class _Engine:
             ref = self.reference()
             dense = Plan.identity(ref)
             teacher_plan, student_plan = self.teacher_plan or dense, self.plan or dense
-            graph = analyze(ref, self.task.example_inputs(), getattr(self.task, "layout", None))
+            graph = analyze(ref, self.task.example_inputs(), self.hooks.layout)
             for unit in graph.leaves():
                 t_path = teacher_plan.path_after(unit.path, ref)
                 s_path = student_plan.path_after(unit.path, ref)
                 if t_path is not None and s_path is not None:
                     pairs[t_path] = s_path
-        teacher_entry = self.task.train_module(self.teacher) if hasattr(self.task, "train_module") else None
-        return Distiller(self.model, self.teacher, cfg, pairs, student_entry=entry, teacher_entry=teacher_entry,
-                         select=getattr(self.task, "distill_output", None))
+        return Distiller(self.model, self.teacher, cfg, pairs, student_entry=entry,
+                         teacher_entry=self.hooks.train_module(self.teacher), select=self.hooks.distill_output)
 
     # --------------------------------------------------------------- pruning
     def prune_step(self, stage_index: int, stage: PruneStage) -> bool:
@@ -440,7 +384,7 @@ class _Engine:
         if self.dist.is_main:
             self.model.eval()
             example = to_device(self.task.example_inputs(), self.device)
-            graph = analyze(self.model, example, getattr(self.task, "layout", None))
+            graph = analyze(self.model, example, self.hooks.layout)
             if stage.iterative is not None:
                 targets = [_relative_target(targets[0], self.model, self.reference(), self.plan, example)]
             data = to_device(self.task.calibration(stage.calibration), self.device) if stage.calibration else None
@@ -557,7 +501,7 @@ class _Engine:
             tdist.destroy_process_group()
 
 
-def _relative_target(target: Any, model: nn.Module, reference: nn.Module, plan: Any, example: Any) -> Any:
+def _relative_target(target: Any, model: nn.Module, reference: nn.Module, plan: Plan | None, example: Any) -> Any:
     """Ratio targets are relative to the model at the first prune step; re-express them for the
     current, already-pruned model so each iterative step plans toward the same end point."""
     if plan is None or not isinstance(target, (ParamsRatio, FlopsRatio)):
