@@ -24,6 +24,7 @@ from torch import nn
 from prunekit import profile
 from prunekit.budget import FlopsRatio, ParamsRatio
 from prunekit.config import load_config
+from prunekit.device import resolve_device
 from prunekit.errors import CheckpointError, ConfigError, TrainingDivergedError, UnknownNameError
 from prunekit.fileio import atomic_write, check_output
 from prunekit.graph import analyze
@@ -88,12 +89,6 @@ def build_task(cfg: TaskConfig) -> Task:
         raise ConfigError(f"task.options: {exc}") from None
 
 
-def _resolve_device(kind: str, d: dd.Dist) -> torch.device:
-    if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", d.local_rank)
-    return torch.device("cpu")
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -111,7 +106,7 @@ class _Engine:
             raise ConfigError("device: 'cuda' was asked for but no CUDA device is available")
         wants_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
         self.dist, self._owns_group = dd.init("cuda" if wants_cuda else "cpu")
-        self.device = _resolve_device(cfg.device, self.dist)
+        self.device = resolve_device(cfg.device, index=self.dist.local_rank)
         self.ckpt_dir = run_dir / "checkpoints"
         self.model: nn.Module | None = None
         self.plan: Plan | None = None
