@@ -7,13 +7,9 @@
     small = pk.load("out/")                                # rebuild from the spec, replay, load weights
 """
 
-__version__ = "0.1.0"
-
 import importlib
-import sys
-import types
 
-from prunekit.errors import (  # noqa: E402
+from prunekit.errors import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -26,6 +22,8 @@ from prunekit.errors import (  # noqa: E402
     UnknownNameError,
     UnreachableTargetError,
 )
+from prunekit.version import __version__
+from prunekit import plugins  # noqa: F401  (registries find installed plugins on a miss)
 
 # The rest of the API needs torch, so it is imported on first use: `import prunekit` (and with it the
 # `prunekit` command's start) stays fast. Module -> the names it provides.
@@ -33,19 +31,22 @@ _LAZY = {
     "prunekit.budget": ("ChannelFlops", "ChannelRatio", "FlopsRatio", "KeepBlocks", "Latency", "LatencyRatio", "ParamsRatio"),
     "prunekit.checkpoint": ("load", "save"),
     "prunekit.graph": ("Graph", "Layout", "Unit", "analyze"),
-    "prunekit.plan": ("LatencyRecord", "Plan", "Stats", "load_plan", "plan"),
+    "prunekit.plan": ("load_plan",),
+    "prunekit.plan_record": ("LatencyRecord", "Plan", "Stats"),
     "prunekit.replace": ("Replacement", "ReplacementCalibration", "register_replacement"),
     "prunekit.spec": ("ModelEntry", "ModelSpec", "describe_inputs", "spec_for", "spec_of"),
     "prunekit.strategies": ("Calibration", "Strategy", "get_strategy", "register_strategy"),
     "prunekit.surgery": ("Bypass", "apply", "remove_units"),
 }
 _SOURCE = {name: module for module, names in _LAZY.items() for name in names}
+_SOURCE["plan"] = "prunekit.plan"  # the module itself, callable as `pk.plan(model, graph, ...)`
 
 
 def __getattr__(name: str) -> object:
     if name not in _SOURCE:
         raise AttributeError(f"module 'prunekit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCE[name]), name)
+    module = importlib.import_module(_SOURCE[name])
+    value = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -53,17 +54,6 @@ def __getattr__(name: str) -> object:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SOURCE))
 
-
-class _Package(types.ModuleType):
-    """Importing the submodule `prunekit.plan` must not bind it over the function `pk.plan`."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _SOURCE and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Bypass", "Calibration", "ChannelFlops", "ChannelRatio", "CheckpointError", "ConfigError", "DataError",

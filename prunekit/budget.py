@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from torch import nn
 
+from prunekit import profile
 from prunekit.errors import ConfigError, NoUnitsError, UnreachableTargetError
+from prunekit.removal import remove_units
 
 if TYPE_CHECKING:
     from prunekit.graph import Graph, Unit
@@ -238,9 +240,6 @@ def select_units(
 def _select_flops(
     model: nn.Module, graph: Graph, blocks: list[Unit], order: list[Unit], target: FlopsRatio, example_inputs: Any
 ) -> list[Unit]:
-    from prunekit import profile
-    from prunekit.surgery import remove_units
-
     total = profile.flops(model, example_inputs) if example_inputs is not None else graph.total_flops
     if total <= 0:
         raise ConfigError("FLOPs of the dense model are unknown; pass example_inputs to select_units")

@@ -40,7 +40,7 @@ from torch import nn
 from torch_pruning import _helpers
 from torch_pruning.dependency.node import Node
 
-from prunekit import profile
+from prunekit import importance, profile
 from prunekit.budget import ChannelFlops, ChannelRatio, check_ratio
 from prunekit.errors import ConfigError, InputShapeError, PlanMismatchError, UnreachableTargetError
 from prunekit.profile import call_model, eval_mode
@@ -193,8 +193,6 @@ def _ignored(model: nn.Module, patterns: list[str]) -> list[nn.Module]:
 
 def _importance(name: Any, model: nn.Module | None = None, data: list[Any] | None = None) -> tp.importance.Importance:
     """A registered channel importance (prunekit.importance) or a torch-pruning Importance object."""
-    from prunekit import importance
-
     return importance.resolve(name, model, data)
 
 

@@ -13,7 +13,7 @@ import math
 from collections import Counter
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from pydantic import ValidationError
@@ -21,12 +21,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import prunekit
 from prunekit.errors import CheckpointError, ConfigError, PlanMismatchError, PrunekitError
 from prunekit.fileio import atomic_path, atomic_write
-
-if TYPE_CHECKING:
-    from prunekit.spec import ModelSpec
+from prunekit.models import build_model
+from prunekit.plan_record import Plan
+from prunekit.profile import count_params
+from prunekit.spec import (MAX_INPUT_ELEMENTS, MAX_INPUTS, ModelSpec, _call_factory, attach, class_spec,
+                           inputs_from_shapes, spec_for, spec_for_plan, spec_of)
+from prunekit.surgery import apply
+from prunekit.version import __version__
 
 PLAN_FILE = "plan.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -48,9 +51,9 @@ def _tensors_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save(
     model: nn.Module,
-    plan: "prunekit.plan.Plan",
+    plan: Plan,
     directory: str | os.PathLike,
-    spec: "ModelSpec | str | None" = None,
+    spec: ModelSpec | str | None = None,
 ) -> Path:
     """Write `directory/model.safetensors`, `spec.json` and `plan.json`, each atomically.
 
@@ -60,8 +63,6 @@ def save(
     that, the model's class if it is importable by name, with default options and float inputs of the
     plan's shapes (enough for many models; otherwise pass `spec=`, or `build=` when loading).
     """
-    from prunekit.spec import ModelSpec, class_spec, spec_for, spec_for_plan, spec_of
-
     if isinstance(spec, str):
         spec = spec_for(spec)
     elif spec is None:
@@ -72,14 +73,12 @@ def save(
     elif not isinstance(spec, ModelSpec):
         raise CheckpointError(f"spec must be a prunekit ModelSpec or a model name, got {type(spec).__name__}")
     if spec is not None and not spec.inputs and plan.input_shapes:
-        from prunekit.spec import inputs_from_shapes
-
         spec = spec.model_copy(update={"inputs": inputs_from_shapes(plan.input_shapes)})
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(_tensors_for_saving(model), str(tmp),
-                  metadata={"format": "pt", "prunekit_version": prunekit.__version__})
+                  metadata={"format": "pt", "prunekit_version": __version__})
     if spec is None:
         (directory / SPEC_FILE).unlink(missing_ok=True)  # a stale spec would describe another model
     else:
@@ -100,12 +99,10 @@ def _read_metadata(path: Path, what: str) -> str:
         raise CheckpointError(f"{what} {path} is not UTF-8 text: {exc}") from exc
 
 
-def check_plan(plan: "prunekit.plan.Plan", source: str) -> None:
+def check_plan(plan: Plan, source: str) -> None:
     """Bounds on a plan read from a file, checked before anything is built from it: no duplicated
     paths or channel indices, at most MAX_REMOVED removals and MAX_CHANNEL_STEPS channel steps,
     input shapes within prunekit.spec's limits (MAX_INPUTS tensors of MAX_INPUT_ELEMENTS each)."""
-    from prunekit.spec import MAX_INPUT_ELEMENTS, MAX_INPUTS
-
     def bad(field: str, problem: str) -> CheckpointError:
         return CheckpointError(f"invalid plan file {source}: {field}: {problem}")
 
@@ -130,10 +127,8 @@ def check_plan(plan: "prunekit.plan.Plan", source: str) -> None:
         raise bad("stats", "counts must be >= 0")
 
 
-def read_plan(path: str | os.PathLike) -> "prunekit.plan.Plan":
+def read_plan(path: str | os.PathLike) -> Plan:
     """Read and validate a plan JSON file."""
-    from prunekit.plan import Plan
-
     path = Path(path)
     if path.is_dir():
         path = path / PLAN_FILE
@@ -146,10 +141,8 @@ def read_plan(path: str | os.PathLike) -> "prunekit.plan.Plan":
     return plan
 
 
-def read_spec(directory: str | os.PathLike) -> "ModelSpec | None":
+def read_spec(directory: str | os.PathLike) -> ModelSpec | None:
     """The checkpoint's spec.json, validated with bounds; None for checkpoints written without one."""
-    from prunekit.spec import ModelSpec
-
     path = Path(directory) / SPEC_FILE
     if not path.exists():
         return None
@@ -164,8 +157,6 @@ def read_spec(directory: str | os.PathLike) -> "ModelSpec | None":
 
 def _build(build: Callable[..., nn.Module] | type | str, build_kwargs: dict[str, Any]) -> nn.Module:
     if isinstance(build, str):
-        from prunekit.models import build_model
-
         return build_model(build, **build_kwargs)
     if inspect.isclass(build) or callable(build):
         model = build(**build_kwargs)
@@ -212,12 +203,10 @@ def _stored_elements(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() for t in tensors.values())
 
 
-def _check_size(spec: "ModelSpec", plan: "prunekit.plan.Plan", tensors: dict[str, torch.Tensor], source: Path) -> None:
+def _check_size(spec: ModelSpec, plan: Plan, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Refuse, before allocating it, a model the spec would build that does not fit the plan or is
     more than MAX_DENSE_FACTOR times the stored weights. The parameter count comes from building on
     PyTorch's meta device (no memory); factories that cannot build there are checked after building."""
-    from prunekit.spec import _call_factory
-
     expected = spec.prior_plans[0].stats.params_before if spec.prior_plans else plan.stats.params_before
     if spec.model_params() is not None and spec.model_params() != plan.stats.params_before:
         raise CheckpointError(
@@ -239,8 +228,6 @@ def _check_size(spec: "ModelSpec", plan: "prunekit.plan.Plan", tensors: dict[str
         raise
     except Exception:  # noqa: BLE001  a factory that cannot run on the meta device is checked after building
         return
-    from prunekit.profile import count_params
-
     got = count_params(meta)
     if got != expected:
         hint = ("; it was saved without a complete spec (pass build= and build_kwargs= to load, "
@@ -265,9 +252,6 @@ def load(
     replayed on the dense model and the weights loaded strictly. The model carries the spec of
     itself (`prunekit.spec.spec_of`), so saving it again records how to rebuild it.
     """
-    from prunekit.spec import attach, inputs_from_shapes, spec_of
-    from prunekit.surgery import apply
-
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")

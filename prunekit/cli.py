@@ -1,5 +1,6 @@
-"""The `prunekit` command. Each subcommand is a `Command` in the COMMANDS registry, so plugins add
-their own (`bench`, `eval`, `upscale`, ...) without editing this file.
+"""The `prunekit` command. Each subcommand is an entry of the COMMANDS registry, added through
+`prunekit.command.add_commands` (prunekit's in `prunekit.commands`, plugins' in their
+`register_commands`), so plugins add their own (`bench`, `eval`, `upscale`, ...) without editing this file.
 
 Listing the commands must stay cheap (`prunekit --help` should not import torch): commands are
 registered as `LazyCommand`s (name, help, and where the code is), and only the chosen one is imported.
@@ -9,62 +10,26 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import os
 import sys
 import traceback
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
+from prunekit import commands
+from prunekit.command import Command, LazyCommand, command
 from prunekit.errors import PrunekitError
+from prunekit.plugins import load_commands
 from prunekit.registry import COMMANDS
+
+__all__ = ["Command", "LazyCommand", "available_commands", "build_parser", "command", "describe_os_error", "main"]
 
 EXIT_USER_ERROR = 2  # bad input: PrunekitError, or an OS error about the user's files
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPIPE (`prunekit ... | head`)
 
 
-@dataclass(frozen=True)
-class Command:
-    """A CLI subcommand: `add_arguments(parser)` declares options, `run(args)` returns an exit code."""
-
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-@dataclass(frozen=True)
-class LazyCommand:
-    """A subcommand listed by name and help; `module` (with its `arguments` and `run` functions) is
-    imported only when this subcommand is the one being run."""
-
-    name: str
-    help: str
-    module: str
-    arguments: str = "add_arguments"
-    run: str = "run"
-
-    def load(self) -> Command:
-        code = importlib.import_module(self.module)
-        return Command(self.name, self.help, getattr(code, self.arguments), getattr(code, self.run))
-
-
-def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
-    """Decorator registering `run(args) -> int` as the subcommand `name` (imported eagerly: for commands
-    that are cheap to import; register a LazyCommand otherwise)."""
-
-    def wrap(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS.register(name, Command(name, help, add_arguments, run))
-        return run
-
-    return wrap
-
-
 def available_commands() -> dict[str, Command | LazyCommand]:
     """Every subcommand, prunekit's and the plugins', without importing their code."""
-    import prunekit.commands  # noqa: F401  (registers the core commands)
-    from prunekit.plugins import load_commands
-
+    commands.register()
     load_commands()
     return {name: COMMANDS.get(name) for name in COMMANDS.names(load_plugins=False)}  # type: ignore[misc]
 
@@ -82,7 +47,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     for name, cmd in available_commands().items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         if name == chosen:
-            loaded = cmd.load() if isinstance(cmd, LazyCommand) else cmd
+            loaded = cmd.load()
             _debug_option(p, argparse.SUPPRESS)  # `prunekit CMD ... --debug` works too
             loaded.add_arguments(p)
             p.set_defaults(_run=loaded.run)

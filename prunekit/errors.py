@@ -54,3 +54,8 @@ class ExportError(PrunekitError, RuntimeError):
 class OutputError(PrunekitError, ValueError):
     """An output path would overwrite or delete something the user owns (an input, a foreign file or
     folder), or is in use by another run; nothing was written."""
+
+
+class NameConflictError(PrunekitError, ValueError):
+    """A name (command, model, strategy, ...) is registered twice; a plugin that causes it is not
+    registered at all."""

@@ -31,7 +31,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from prunekit import budget, profile
+from prunekit import budget, importance as imp, profile
 from prunekit.budget import Latency, LatencyRatio
 from prunekit.channels import (
     ChannelStep,
@@ -46,8 +46,13 @@ from prunekit.channels import (
 from prunekit.errors import ConfigError, NoUnitsError, UnreachableTargetError
 from prunekit.graph import Graph, Layout, input_shapes
 from prunekit import latency as lat
+from prunekit.plan_record import LatencyRecord, Plan, Stats
 from prunekit.profile import call_model, eval_mode
+from prunekit.removal import remove_units, renumbered_path
 from prunekit.replace import Replacement, apply_replacements
+from prunekit.sensitivity import cut_damage
+from prunekit.strategies import Ablation
+from prunekit.surgery import apply, example_inputs_from_shapes
 
 DEFAULT_TOLERANCE = 0.08  # accept a measured ratio in [goal * (1 - tol), goal]; aim at the middle
 MAX_ITERATIONS = 7
@@ -285,9 +290,6 @@ def measure_sensitivity(base: nn.Module, graph: Graph, groups: list[Group], bloc
     """Price every move by measured output damage: sets each group's `step_loss` and returns the
     block costs. The strategy's scores keep deciding the order among blocks; the measured removal
     damages, sorted, are given to the blocks in that order."""
-    from prunekit.sensitivity import cut_damage
-    from prunekit.strategies import Ablation
-
     curves = cut_damage(base, [(g.layers, [g.channels(level) for level in g.levels[1:]]) for g in groups], data)
     for g, curve in zip(groups, curves):
         full = [0.0] + [max(d, 0.0) for d in curve]
@@ -388,9 +390,6 @@ def realize(base: nn.Module, dense: nn.Module, state: State, groups: list[Group]
     """(removed paths, channel steps, built model) for a state; channels are chosen by `scorer` on
     the block-reduced model (branch units in `zeroed` are replaced by zeros, not bypassed). A group
     not yet `verified` whose cut breaks the model raises BrokenGroup."""
-    from prunekit.schedule.distill import renumbered_path
-    from prunekit.surgery import remove_units
-
     removed = [p for p, _ in dense.named_modules() if p in state.removed]
     model = remove_units(dense, removed, zeroed)
     if replaced:
@@ -440,8 +439,6 @@ def realize(base: nn.Module, dense: nn.Module, state: State, groups: list[Group]
 def _inputs_at(target: LatencyRatio | Latency, example_inputs: Any) -> Any:
     if target.shape is None:
         return example_inputs
-    from prunekit.surgery import example_inputs_from_shapes
-
     known = input_shapes(example_inputs)
     unknown = sorted(set(target.shape) - set(known))
     if unknown:
@@ -469,14 +466,10 @@ def plan_latency(
     threads: int | None = None,
     clock: str = "auto",
     move_cost: str = "sensitivity",
-) -> Any:
+) -> Plan:
     """A Plan whose model meets `target` as measured (see the module docstring). `costs` replaces
     the measured cost model (tests inject a deterministic one); `move_cost` ("sensitivity" or
     "importance") prices what each move loses."""
-    from prunekit import importance as imp
-    from prunekit.plan import LatencyRecord, Plan, Stats
-    from prunekit.surgery import apply
-
     budget.check_latency(target)
     if move_cost not in MOVE_COSTS:
         raise ConfigError(f"move_cost must be one of {list(MOVE_COSTS)}, got {move_cost!r}")

@@ -1,126 +1,39 @@
-"""The pruning plan: a small JSON record of what to remove, replayable on a freshly built model.
+"""Deciding a pruning plan (the record itself is `prunekit.plan_record.Plan`, re-exported here).
 
 `plan()` is the decision step: a strategy scores the removable units, a budget turns the scores into
 a removal set, structure replacements are recorded, and width targets add channel steps. A latency
 target hands the block and width choice to `prunekit.latency_plan`. The plan's stats are measured
 by applying it to a copy, so "after" numbers are what the pruned model really has.
+
+This module is also callable: `pk.plan(model, graph, ...)` calls `plan()`, and `import prunekit.plan`
+gives the module (the package attribute `prunekit.plan` is this module, not a function shadowing it).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import sys
+import types
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-import prunekit
-from prunekit import budget, profile, strategies
-from prunekit.channels import ChannelStep, SkippedGroup, plan_channels
+from prunekit import budget, latency_plan, profile, strategies
+from prunekit.channels import SkippedGroup, plan_channels
+from prunekit.checkpoint import read_plan
 from prunekit.errors import ConfigError, NoUnitsError, PlanMismatchError
-from prunekit.fileio import atomic_write
 from prunekit.graph import Graph, Layout, input_shapes
-from prunekit.replace import Replacement, parse_replacements
+from prunekit.plan_record import PLAN_VERSION, LatencyRecord, Plan, Stats
+from prunekit.replace import apply_replacements, parse_replacements
+from prunekit.surgery import apply, remove_units
 
-PLAN_VERSION = 1
+__all__ = ["PLAN_VERSION", "BlockTarget", "LatencyRecord", "Plan", "Stats", "Target", "load_plan", "plan"]
 
 BlockTarget = (budget.KeepBlocks, budget.ParamsRatio, budget.FlopsRatio)
 Target = budget.Target
-
-
-class Stats(BaseModel):
-    """Parameter and FLOP counts before and after (FLOPs: fvcore MACs, one multiply-add = 1)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    params_before: int
-    params_after: int
-    flops_before: int
-    flops_after: int
-
-    @property
-    def params_kept(self) -> float:
-        return self.params_after / self.params_before if self.params_before else 1.0
-
-    @property
-    def flops_kept(self) -> float:
-        return self.flops_after / self.flops_before if self.flops_before else 1.0
-
-
-class LatencyRecord(BaseModel):
-    """What a latency target planned and measured. `dense_ms` / `measured_ms` are medians of
-    interleaved runs on `hardware` with `threads` threads, the `runner` and the `clock`, at
-    `shapes`; `ratio` is the median of the per-round ratios (what the target was checked on, so
-    it can differ slightly from measured_ms / dense_ms); `planned_ms` is the lookup-table
-    estimate of the chosen model; `move_cost` is how the planner priced its moves (records
-    written before it existed priced by importance)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target_ms: float
-    dense_ms: float
-    planned_ms: float
-    measured_ms: float
-    device: str
-    hardware: str
-    threads: int
-    runner: str
-    clock: str
-    shapes: dict[str, list[int]]
-    ratio: float | None = None
-    move_cost: str = "importance"
-    spread: float = 0.0
-    iterations: int = 0
-    planner_s: float = 0.0
-    widths: dict[str, list[int]] = Field(default_factory=dict)
-    history: list[dict[str, float]] = Field(default_factory=list)
-
-    @property
-    def kept(self) -> float:
-        if self.ratio is not None:
-            return self.ratio
-        return self.measured_ms / self.dense_ms if self.dense_ms else 1.0
-
-
-class Plan(BaseModel):
-    """What to remove from a model. `removed` holds paths of the dense model; `zeroed` names the
-    removed paths that are branch units (path -> outputs; replaced by surgery.ZeroBranch);
-    `replaced` holds structure replacements (dense paths, replayed after the removals); channel
-    steps name layers of the model after removals and replacements; `channel_skipped` lists channel
-    groups width pruning left whole, with the reason."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    version: int = PLAN_VERSION
-    prunekit_version: str = prunekit.__version__
-    removed: list[str] = Field(default_factory=list)
-    zeroed: dict[str, int] = Field(default_factory=dict)
-    channels: list[ChannelStep] = Field(default_factory=list)
-    replaced: list[Replacement] = Field(default_factory=list)
-    channel_importance: str | None = None
-    round_to: int | None = None
-    latency: LatencyRecord | None = None
-    channel_skipped: list[SkippedGroup] = Field(default_factory=list)
-    strategy: str | None = None
-    strategy_kwargs: dict[str, Any] = Field(default_factory=dict)
-    targets: list[Target] = Field(default_factory=list)
-    scores: dict[str, float] = Field(default_factory=dict)
-    stats: Stats
-    input_shapes: dict[str, list[int]] = Field(default_factory=dict)
-
-    @classmethod
-    def identity(cls, model: nn.Module, example_inputs: Any = None) -> "Plan":
-        """A plan that removes nothing (a dense model's checkpoint); FLOPs are 0 without inputs."""
-        n = profile.count_params(model)
-        f = profile.flops(model, example_inputs) if example_inputs is not None else 0
-        shapes = input_shapes(example_inputs) if example_inputs is not None else {}
-        return cls(stats=Stats(params_before=n, params_after=n, flops_before=f, flops_after=f), input_shapes=shapes)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the plan as JSON, atomically."""
-
-        atomic_write(path, self.model_dump_json(indent=2))
+load_plan = read_plan  # pk.load_plan: read and validate a plan JSON file (CheckpointError names the file)
 
 
 def _split_targets(targets: list[Any]) -> tuple[Any | None, Any | None]:
@@ -181,8 +94,6 @@ def plan(
     `move_cost`: how the latency planner prices a move ("sensitivity": measured output damage,
     "importance": channel importance sums).
     """
-    from prunekit.surgery import apply, remove_units
-
     targets = [budget.parse_target(t) for t in (target if isinstance(target, (list, tuple)) else [target or budget.KeepBlocks(n=5)])]
     block_target, width_target = _split_targets(targets)
     if profile.count_params(model) != graph.total_params:
@@ -204,8 +115,6 @@ def plan(
     if getattr(scorer, "needs_data", False):
         data = calibration
     if any(isinstance(t, budget.LatencyTarget) for t in targets):
-        from prunekit import latency_plan
-
         return latency_plan.plan_latency(
             model, graph, targets[0], scorer, calibration, layout, runner=runner, channel_importance=channel_importance,
             round_to=round_to, replaced=replaced, cache=latency_cache, move_cost=move_cost,
@@ -229,8 +138,6 @@ def plan(
     if width_target is not None:
         reduced = remove_units(model, removed, zeroed)
         if replaced:
-            from prunekit.replace import apply_replacements
-
             apply_replacements(reduced, replaced, removed, model)
         steps = plan_channels(reduced, example_inputs, width_target, layout=layout, importance=channel_importance,
                               round_to=round_to, data=calibration, skipped=skipped)
@@ -258,8 +165,13 @@ def plan(
     return draft
 
 
-def load_plan(path: str) -> Plan:
-    """Read and validate a plan JSON file (CheckpointError names the file and the problem)."""
-    from prunekit.checkpoint import read_plan
+class _CallableModule(types.ModuleType):
+    """`prunekit.plan` is both this module and the public function: calling it calls `plan()`."""
 
-    return read_plan(path)
+    def __call__(self, *args: Any, **kwargs: Any) -> Plan:
+        return plan(*args, **kwargs)
+
+
+__signature__ = inspect.signature(plan)
+__doc__ = f"{__doc__}\n{plan.__doc__}"
+sys.modules[__name__].__class__ = _CallableModule

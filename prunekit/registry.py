@@ -1,15 +1,27 @@
 """Name -> object registries. Everything a user can select by name (strategies, models, layouts,
 datasets, evaluators, tasks, CLI commands, latency runners, structure replacements, channel
 importance measures) lives in one of these, filled by prunekit itself and
-by plugins found through the `prunekit.plugins` entry-point group."""
+by plugins found through the `prunekit.plugins` entry-point group.
+
+A registry knows nothing of plugins: on a miss it calls the discovery hook that `prunekit.plugins`
+installs (`set_discovery`), so plugin discovery sits above the registries, not beside them."""
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import importlib
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from prunekit.errors import UnknownNameError
+from prunekit.errors import NameConflictError, UnknownNameError
 
 T = TypeVar("T")
+
+_discover: Callable[[], object] = lambda: None  # replaced by prunekit.plugins.load_plugins
+
+
+def set_discovery(discover: Callable[[], object]) -> None:
+    """Install what a registry runs before reporting a name unknown (or listing every name)."""
+    global _discover
+    _discover = discover
 
 
 class Registry(Generic[T]):
@@ -22,7 +34,7 @@ class Registry(Generic[T]):
     def register(self, name: str, obj: T | None = None, *, overwrite: bool = False):
         def add(item: T) -> T:
             if name in self._items and not overwrite and self._items[name] is not item:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+                raise NameConflictError(f"{self.kind} {name!r} is already registered")
             self._items[name] = item
             return item
 
@@ -30,9 +42,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            from prunekit.plugins import load_plugins
-
-            load_plugins()
+            _discover()
         try:
             return self._items[name]
         except KeyError:
@@ -42,10 +52,25 @@ class Registry(Generic[T]):
     def names(self, *, load_plugins: bool = True) -> list[str]:
         """Registered names; with `load_plugins` after running every plugin's registration first."""
         if load_plugins:
-            from prunekit.plugins import load_plugins as load
-
-            load()
+            _discover()
         return sorted(self._items)
+
+    def resolve(self, name: str) -> T:
+        """A registered name, or `package.module:attr` (imported, for objects not registered anywhere)."""
+        if ":" not in name:
+            return self.get(name)
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UnknownNameError(f"cannot import module {module_name!r} from {self.kind} spec {name!r}: {exc}") from exc
+        found: Any = module
+        try:
+            for part in attr.split("."):
+                found = getattr(found, part)
+        except AttributeError:
+            raise UnknownNameError(f"module {module_name!r} has no attribute {attr!r} ({self.kind} spec {name!r})") from None
+        return found
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

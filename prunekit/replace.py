@@ -25,6 +25,8 @@ from torch import nn
 from prunekit.errors import ConfigError, PlanMismatchError
 from prunekit.profile import call_model, eval_mode
 from prunekit.registry import REPLACEMENTS
+from prunekit.removal import renumbered_path
+from prunekit.strategies import Calibration
 
 ReplaceFn = Callable[..., list[nn.Module]]
 
@@ -79,8 +81,6 @@ def parse_replacements(obj: Any) -> list[Replacement]:
 
 def _checked_paths(model: nn.Module, step: Replacement, removed: list[str], dense: nn.Module) -> list[str]:
     """The step's paths in `model` (dense paths re-indexed by the unit removals)."""
-    from prunekit.schedule.distill import renumbered_path
-
     if len(set(step.paths)) != len(step.paths):
         raise PlanMismatchError(f"replacement {step.name!r} lists a path twice: {step.paths}")
     nested = [(a, b) for a in step.paths for b in step.paths if a != b and b.startswith(a + ".")]
@@ -160,8 +160,6 @@ def apply_replacements(
 ) -> nn.Module:
     """Replay replacement steps in place on `model` (= `dense` after removing `removed`). `calibration`
     is a list of example-input batches or a strategies.Calibration (its inputs are used)."""
-    from prunekit.strategies import Calibration
-
     if isinstance(calibration, Calibration):
         calibration = calibration.inputs
     batches = list(calibration) if calibration is not None else None

@@ -24,7 +24,11 @@ from torch import nn
 
 from prunekit.config import StrictModel
 from prunekit.errors import CheckpointError, ConfigError
-from prunekit.plan import Plan
+from prunekit.graph import split_inputs
+from prunekit.plan_record import Plan
+from prunekit.profile import count_params
+from prunekit.registry import LAYOUTS, MODELS
+from prunekit.surgery import apply
 
 SPEC_VERSION = 1
 SPEC_ATTRIBUTE = "prunekit_spec"  # where a built model carries its spec
@@ -135,8 +139,6 @@ def describe_inputs(example_inputs: Any) -> list[TensorInput | ValueInput]:
     Integer tensors get the range [min, max + 1) of the values seen: pass a spec with `high` set to
     the vocabulary size when the sample does not reach it.
     """
-    from prunekit.graph import split_inputs
-
     args, kwargs = split_inputs(example_inputs)
     named = [(f"arg{i}", a, False) for i, a in enumerate(args)] + [(k, v, True) for k, v in kwargs.items()]
     out: list[TensorInput | ValueInput] = []
@@ -205,8 +207,6 @@ class ModelSpec(StrictModel):
         """Build the model the spec names (options checked first), replay `prior_plans`, attach the spec."""
         model = _call_factory(self.build, self.kwargs)
         if self.params is not None:
-            from prunekit.profile import count_params
-
             got = count_params(model)
             if got != self.params:
                 raise CheckpointError(
@@ -217,8 +217,6 @@ class ModelSpec(StrictModel):
         return attach(model, self)
 
     def replay_prior(self, model: nn.Module) -> nn.Module:
-        from prunekit.surgery import apply
-
         for plan in self.prior_plans:
             model = apply(model, plan, self.example_inputs() if plan.channels and self.inputs else None)
         return model
@@ -284,16 +282,12 @@ def _shared(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def entry(name: str) -> ModelEntry | None:
     """The ModelEntry registered as `name`, or None for a plain factory / `module:factory`."""
-    from prunekit.models import resolve_factory
-
-    found = resolve_factory(name)
+    found = MODELS.resolve(name)
     return found if isinstance(found, ModelEntry) else None
 
 
 def _call_factory(name: str, kwargs: dict[str, Any]) -> nn.Module:
-    from prunekit.models import resolve_factory
-
-    factory = resolve_factory(name)
+    factory = MODELS.resolve(name)
     if isinstance(factory, ModelEntry):
         kwargs = factory.check_options(kwargs, f"options of model {name!r}")
     _check_binding(name, factory.factory if isinstance(factory, ModelEntry) else factory, kwargs)
@@ -328,10 +322,7 @@ def spec_for(name: str, **kwargs: Any) -> ModelSpec:
     Inputs and layout come from its ModelEntry; a plain factory may still carry an `example_inputs`
     function attribute (the pre-spec convention) and use the layout registered under its own name.
     """
-    from prunekit.models import resolve_factory
-    from prunekit.registry import LAYOUTS
-
-    found = resolve_factory(name)
+    found = MODELS.resolve(name)
     if isinstance(found, ModelEntry):
         kwargs = found.check_options(kwargs, f"options of model {name!r}")
         return ModelSpec(build=name, kwargs=kwargs, inputs=found.example_inputs_spec(kwargs), layout=found.layout)
@@ -348,8 +339,6 @@ def spec_for(name: str, **kwargs: Any) -> ModelSpec:
 def attach(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """Record `spec` on `model` (it describes the model as built; deep copies keep it). Fills `params`."""
     if spec.params is None and not spec.prior_plans:
-        from prunekit.profile import count_params
-
         spec = spec.model_copy(update={"params": count_params(model)})
     object.__setattr__(model, SPEC_ATTRIBUTE, spec)
     return model

@@ -34,6 +34,7 @@ from torch import nn
 from prunekit.errors import ConfigError, InputShapeError
 from prunekit.profile import eval_mode, split_inputs
 from prunekit.registry import STRATEGIES
+from prunekit.removal import remove_units
 
 if TYPE_CHECKING:
     from prunekit.graph import Graph, Unit
@@ -352,15 +353,13 @@ class BlockInfluence(Strategy):
 
 @register_strategy("ablation")
 class Ablation(Strategy):
-    """Damage when a unit is removed (with `surgery.remove_units`): mean squared difference of
+    """Damage when a unit is removed (with `removal.remove_units`): mean squared difference of
     all outputs to the dense model's, or, when the calibration data has targets and a
     loss_fn, the increase of that task loss. Larger damage = keep."""
 
     needs_data = True
 
     def score(self, model: nn.Module, graph: Graph | None, units: Sequence[Unit | str], data: Any = None) -> Scores:
-        from prunekit.surgery import remove_units
-
         calib = self._calibration(data)
         zeroed = {p: n for p, (_, n) in _branches(graph, units).items()}
         with eval_mode(model), torch.no_grad():

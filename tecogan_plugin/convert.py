@@ -160,11 +160,11 @@ def _legacy_options(directory: Path, removed: list[str], width_pruned: bool) -> 
     if run_config.is_file():
         task = json.loads(run_config.read_text()).get("task", {})
         if str(task.get("name", "")).startswith("tecogan."):
-            from tecogan_plugin.train import TecoGANOptions
-
-            o = TecoGANOptions.model_validate(task.get("options") or {})
-            return _checked_options({"nf": o.nf, "nb": o.nb, "scale": o.scale, "degradation": o.degradation},
-                                    str(run_config))
+            options = task.get("options") or {}
+            if isinstance(options, dict):  # the task's FRNet options, FRNet's defaults where it left them out
+                default = FRNetOptions()
+                options = {k: options.get(k, getattr(default, k)) for k in ("nf", "nb", "scale", "degradation")}
+            return _checked_options(options, str(run_config))
     if width_pruned:
         raise CheckpointError(
             f"{directory}: width-pruned checkpoint written before spec.json existed and without {BUILD_FILE}; "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from types import SimpleNamespace
 
-from prunekit.cli import LazyCommand
+from prunekit.command import LazyCommand, add_commands
 
 AREAS = (
     "tecogan_plugin.nets",
@@ -36,8 +36,7 @@ COMMANDS = (
 
 
 def register_commands(commands) -> None:
-    for cmd in COMMANDS:
-        commands.register(cmd.name, cmd)
+    add_commands(COMMANDS, commands)
 
 
 def register(registries: SimpleNamespace) -> None:

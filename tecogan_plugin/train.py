@@ -21,6 +21,7 @@ from prunekit.config import StrictModel, validate_config
 from prunekit.errors import ConfigError
 from prunekit.schedule.task import StepContext
 from prunekit.strategies import Calibration
+from tecogan_plugin.convert import load_published_generator
 from tecogan_plugin.losses import VGGFeatureLoss, charbonnier, d_distance, d_loss, g_gan_loss, warping_loss
 from tecogan_plugin.nets import FRNet, SpatioTemporalDiscriminator
 
@@ -135,8 +136,6 @@ class TecoGANTask:
 
     def load_init(self, model: nn.Module, path: str | Path) -> nn.Module:
         """A published TecoGAN-PyTorch generator (`G_iter*.pth`); must match nf/nb/scale of the options."""
-        from tecogan_plugin.convert import load_published_generator
-
         published = load_published_generator(path, degradation=self.opt.degradation)
         try:
             model.load_state_dict(published.state_dict())

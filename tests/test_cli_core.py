@@ -222,3 +222,72 @@ def test_bugs_still_raise(failing_command) -> None:
     with pytest.raises(ZeroDivisionError):
         main(["boom"])
 
+
+
+FAKE_PLUGIN = '''
+from prunekit.command import LazyCommand, add_commands
+
+COMMANDS = (LazyCommand("fake-new", "a new command", "fake_plugin_mod"),
+            LazyCommand("analyze", "collides with the core command", "fake_plugin_mod"))
+
+
+def register_commands(commands):
+    add_commands(COMMANDS, commands)
+
+
+def register(registries):
+    registries.models.register("fake.model", lambda: None)
+    registries.tasks.register("fake.task", lambda: None)
+    register_commands(registries.commands)
+'''
+
+
+@pytest.fixture
+def fake_plugin(tmp_path, monkeypatch):
+    """An installed plugin (entry point `fake`) whose command `analyze` collides with prunekit's."""
+    from importlib import metadata
+
+    from prunekit import commands, plugins, registry
+
+    (tmp_path / "fake_plugin_mod.py").write_text(FAKE_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = metadata.EntryPoint("fake", "fake_plugin_mod:register", plugins.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: [ep] if group == plugins.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(plugins, "_loaded", set())
+    monkeypatch.setattr(plugins, "_commands_loaded", set())
+    for kind in ("MODELS", "TASKS", "COMMANDS"):
+        monkeypatch.setattr(getattr(registry, kind), "_items", dict(getattr(registry, kind)._items))
+    commands.register()
+    return registry
+
+
+def test_plugin_with_a_colliding_name_registers_nothing(fake_plugin) -> None:
+    """A name collision is an error naming the plugin and the name, raised before anything of the
+    plugin is registered: its model, task and non-colliding command stay out too."""
+    from prunekit import plugins
+
+    with pytest.warns(UserWarning, match=r"plugin 'fake' was not loaded: command 'analyze' is already registered"):
+        plugins.load_plugins()
+    assert "fake.model" not in fake_plugin.MODELS and "fake.task" not in fake_plugin.TASKS
+    assert "fake-new" not in fake_plugin.COMMANDS
+    assert fake_plugin.COMMANDS.get("analyze").module == "prunekit.commands.analyze"
+    plugins._loaded.clear()
+    with pytest.warns(UserWarning, match="command 'analyze' is already registered"):
+        plugins.load_commands()  # the cheap path (prunekit --help) is all or nothing as well
+    assert "fake-new" not in fake_plugin.COMMANDS
+
+
+def test_add_commands_is_all_or_nothing() -> None:
+    from prunekit.command import LazyCommand, add_commands
+    from prunekit.errors import NameConflictError
+    from prunekit.registry import Registry
+
+    reg: Registry = Registry("command")
+    first = LazyCommand("one", "first", "m")
+    add_commands([first], reg)
+    add_commands([first], reg)  # the same entry again is a no-op
+    with pytest.raises(NameConflictError, match=r"'two' is already registered; none of \['three', 'two', 'two'\]"):
+        add_commands([LazyCommand("three", "", "m"), LazyCommand("two", "", "m"), LazyCommand("two", "", "m")], reg)
+    with pytest.raises(NameConflictError, match="'one'"):
+        add_commands([LazyCommand("four", "", "m"), LazyCommand("one", "other", "m")], reg)
+    assert reg.names(load_plugins=False) == ["one"]

@@ -74,3 +74,21 @@ def test_target_as_dict_and_bad_target(edsr) -> None:
     assert len(p.removed) == 1
     with pytest.raises(pk.ConfigError, match="keep_all"):
         pk.plan(model, graph, strategy="magnitude", target={"kind": "keep_all"})
+
+
+def test_resolve_device_names_a_bad_request() -> None:
+    import torch
+
+    from prunekit.device import resolve_device
+    from prunekit.errors import ConfigError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None) == resolve_device("auto")
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto", index=1) == torch.device("cpu")
+        with pytest.raises(ConfigError, match="'cuda:0' requested but CUDA is not available"):
+            resolve_device("cuda:0")
+    else:
+        assert resolve_device("cuda", index=0) == torch.device("cuda", 0)

@@ -192,9 +192,9 @@ def test_resume_refuses_changed_threads_version_and_config(tmp_path, monkeypatch
             run(small(out), resume=True)
     finally:
         torch.set_num_threads(1)
-    import prunekit
+    import prunekit.version
 
-    monkeypatch.setattr(prunekit, "__version__", "9.9.9")
+    monkeypatch.setattr(prunekit.version, "__version__", "9.9.9")
     with pytest.raises(ConfigError, match=r"prunekit: the run used '0\.1\.0', this process has '9\.9\.9'"):
         run(small(out), resume=True)
     monkeypatch.undo()

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+import prunekit as pk
 from prunekit.errors import TrainingDivergedError
 from prunekit.schedule import ModelTask, run
 from prunekit.schedule.checkpoint import list_checkpoints
@@ -269,6 +270,43 @@ def test_renumbered_path_maps_through_removed_sequential_members():
     assert renumbered_path("blocks.3", removed, dense) == "blocks.1"
     assert renumbered_path("blocks.2.body", removed, dense) is None
     assert renumbered_path("tail", removed, dense) == "tail"
+
+
+def test_plan_compose_maps_a_second_step_back_to_dense_paths():
+    """Two removals in a row (each on the model the previous one produced) compose into one plan from
+    the dense model that replays to the same architecture and says where kept modules went."""
+    dense = ToyNet(5, 4)
+    x = torch.rand(1, 3, 8, 8)
+    graph = pk.analyze(dense, x)
+    first = pk.plan(dense, graph, strategy="positional", target=pk.KeepBlocks(4))
+    first = first.model_copy(update={"removed": ["blocks.0"]})  # the first block, so later ones re-index
+    once = pk.apply(dense, first)
+    step = pk.plan(once, pk.analyze(once, x), strategy="positional", target=pk.KeepBlocks(2))
+    twice = pk.apply(once, step)
+    whole = first.compose(step, dense, sum(p.numel() for p in twice.parameters()))
+    assert step.removed == ["blocks.2", "blocks.3"] and whole.removed == ["blocks.0", "blocks.3", "blocks.4"]
+    assert whole.stats.params_before == first.stats.params_before
+    replayed = pk.apply(dense, whole)
+    assert all(torch.equal(a, b) for a, b in zip(replayed.state_dict().values(), twice.state_dict().values()))
+    assert whole.path_after("blocks.2.body", dense) == "blocks.1.body" and whole.path_after("blocks.3", dense) is None
+
+
+def test_task_hooks_are_the_tasks_own_or_the_defaults():
+    from prunekit.schedule.task import TaskHooks
+
+    plain = TaskHooks.of(ToyTask())
+    model = ToyNet(2, 4)
+    assert plain.layout is None and plain.distill_output is None and plain.state_dict() is None
+    assert plain.train_module(model) is model and plain.setup(None) is None
+
+    class WithHooks(ToyTask):
+        layout = "a layout"
+
+        def state_dict(self):
+            return {"step": 3}
+
+    own = TaskHooks.of(WithHooks())
+    assert own.layout == "a layout" and own.state_dict() == {"step": 3}
 
 
 def test_model_task_prunes_a_user_trained_model(tmp_path):

@@ -1,7 +1,7 @@
-"""prunekit's own CLI subcommands, registered by name and help; each module is imported only when
+"""prunekit's own CLI subcommands, listed by name and help; each module is imported only when
 its command runs (they need torch)."""
 
-from prunekit.cli import LazyCommand
+from prunekit.command import LazyCommand, add_commands
 from prunekit.registry import COMMANDS
 
 CORE_COMMANDS = (
@@ -15,5 +15,7 @@ CORE_COMMANDS = (
                 "prunekit.commands.export", "_add_arguments"),
 )
 
-for _command in CORE_COMMANDS:
-    COMMANDS.register(_command.name, _command)
+
+def register() -> None:
+    """Add the core commands (again is a no-op; `prunekit` calls this before the plugins add theirs)."""
+    add_commands(CORE_COMMANDS, COMMANDS)

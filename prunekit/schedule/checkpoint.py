@@ -22,8 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+import prunekit.version
+from prunekit.checkpoint import load, read_plan, read_weights, save
 from prunekit.errors import CheckpointError, ConfigError, PrunekitError
 from prunekit.fileio import atomic_dir, atomic_write, temp_dir
+from prunekit.plan_record import Plan
 
 PREFIX = "ckpt-"
 
@@ -58,24 +61,19 @@ def _python_state_to_lists(state: tuple) -> list:
     return [version, list(internal), gauss_next]
 
 
-def write_model(model: nn.Module, plan: Any, folder: Path) -> None:
+def write_model(model: nn.Module, plan: Plan | None, folder: Path) -> None:
     """Model weights + plan into `folder` (prunekit.save; a dense model gets the identity plan)."""
-    from prunekit.checkpoint import save
-    from prunekit.plan import Plan
-
     save(model, plan if plan is not None else Plan.identity(model), folder)
 
 
-def replace_model(model: nn.Module, plan: Any, folder: Path) -> None:
+def replace_model(model: nn.Module, plan: Plan | None, folder: Path) -> None:
     """`write_model` into a sibling temp folder, then swap it in: `folder` is never half-written."""
     with atomic_dir(folder) as tmp:
         write_model(model, plan, tmp)
 
 
-def read_model(folder: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module, Any]:
+def read_model(folder: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module, Plan | None]:
     """(model, plan or None for a dense model) from a folder written by `write_model` / prunekit.save."""
-    from prunekit.checkpoint import load, read_plan
-
     plan = read_plan(folder)
     model = load(folder, build=build)
     dense = not plan.removed and not plan.channels
@@ -85,8 +83,6 @@ def read_model(folder: Path, build: Callable[[], nn.Module]) -> tuple[nn.Module,
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict file given as `init_checkpoint` or `weights` (.safetensors, else torch.save'd),
     read without unpickling code; CheckpointError names the file when it is not a state_dict."""
-    from prunekit.checkpoint import read_weights
-
     path = Path(path)
     if path.suffix == ".safetensors":
         return read_weights(path)
@@ -152,9 +148,7 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def run_identity(config: dict[str, Any], device: torch.device, world_size: int) -> dict[str, Any]:
     """What a checkpoint records about how it was made; a resume must match every entry."""
-    import prunekit
-
-    return {"prunekit": str(prunekit.__version__), "torch": str(torch.__version__), "config_sha256": config_hash(config),
+    return {"prunekit": str(prunekit.version.__version__), "torch": str(torch.__version__), "config_sha256": config_hash(config),
             "device": device.type, "threads": torch.get_num_threads(), "world_size": world_size}
 
 

@@ -7,12 +7,15 @@ bad schedule fails before any work starts with the field named."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterable, Literal, Union
+
+import torch
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, Latency, LatencyRatio, ParamsRatio, Target
 from prunekit.config import StrictModel
+from prunekit.replace import parse_replacements
 
 
 class OptimizerConfig(StrictModel):
@@ -30,6 +33,12 @@ class OptimizerConfig(StrictModel):
         if not all(0.0 <= b < 1.0 for b in v):
             raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
         return v
+
+    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimiser this config describes, over `params`."""
+        if self.name == "adam":
+            return torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 class LRSchedule(StrictModel):
@@ -142,8 +151,6 @@ class PruneStage(StrictModel):
     @field_validator("replace")
     @classmethod
     def _replacements(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from prunekit.replace import parse_replacements
-
         parse_replacements(v)  # ConfigError -> ValueError below names the field
         return v
 

@@ -9,34 +9,14 @@ through their removed lists (`renumbered_path`)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from prunekit.removal import renumbered_path  # noqa: F401  (its home before prunekit.removal)
 from prunekit.schedule.config import DistillConfig
-
-
-def renumbered_path(path: str, removed: Iterable[str], dense: nn.Module) -> str | None:
-    """Where the module at original `path` lives after the units in `removed` were taken out of
-    `dense` (None if it was removed). Containers that drop members re-index the rest from 0."""
-    removed = set(removed)
-    parts = path.split(".")
-    out: list[str] = []
-    module: nn.Module = dense
-    for i, name in enumerate(parts):
-        prefix = ".".join(parts[: i + 1])
-        if prefix in removed:
-            return None
-        if isinstance(module, (nn.Sequential, nn.ModuleList)) and name.isdigit():
-            parent = ".".join(parts[:i])
-            dropped = sum(1 for j in range(int(name)) if (f"{parent}.{j}" if parent else str(j)) in removed)
-            out.append(str(int(name) - dropped))
-        else:
-            out.append(name)
-        module = module._modules[name]
-    return ".".join(out)
 
 
 def _charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -21,20 +21,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunekit.checkpoint import load_weights
+from prunekit import profile
+from prunekit.budget import FlopsRatio, ParamsRatio
 from prunekit.config import load_config
-from prunekit.errors import CheckpointError, ConfigError, PrunekitError, TrainingDivergedError, UnknownNameError
+from prunekit.device import resolve_device
+from prunekit.errors import CheckpointError, ConfigError, TrainingDivergedError, UnknownNameError
 from prunekit.fileio import atomic_write, check_output
 from prunekit.graph import analyze
-from prunekit.plan import Plan, plan as make_plan
+from prunekit.plan import plan as make_plan
+from prunekit.plan_record import Plan
+from prunekit.registry import TASKS
 from prunekit.schedule import checkpoint as ckpt
 from prunekit.schedule import distributed as dd
-from prunekit.schedule.config import FinetuneStage, PruneStage, RunConfig, TaskConfig, TrainStage, _Training
-from prunekit.schedule.distill import Distiller, renumbered_path
-from prunekit.surgery import apply
+from prunekit.schedule.config import FinetuneStage, PruneStage, RunConfig, TaskConfig, _Training
+from prunekit.schedule.distill import Distiller
 from prunekit.schedule.logging import MetricsLog, progress_bar, read_history
+from prunekit.schedule.preflight import preflight
 from prunekit.schedule.runlock import LOCK_FILE, RunLock
-from prunekit.schedule.task import StepContext, Task, call_train_batches, to_device
+from prunekit.schedule.task import StepContext, Task, TaskHooks, call_train_batches, to_device
+from prunekit.surgery import apply
 
 
 @dataclass
@@ -53,7 +58,7 @@ class StepInfo:
 @dataclass
 class RunResult:
     model: nn.Module
-    plan: Any
+    plan: Plan | None
     history: list[dict[str, Any]]
     run_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)
@@ -74,11 +79,8 @@ class _Cursor:
 
 def build_task(cfg: TaskConfig) -> Task:
     """Instantiate the task named in the config (registered name or `package.module:factory`)."""
-    from prunekit.models import resolve_factory
-    from prunekit.registry import TASKS
-
     try:
-        factory = resolve_factory(cfg.name) if ":" in cfg.name else TASKS.get(cfg.name)
+        factory = TASKS.resolve(cfg.name)
     except UnknownNameError as exc:
         raise ConfigError(f"task.name: {exc}") from None
     try:
@@ -87,40 +89,29 @@ def build_task(cfg: TaskConfig) -> Task:
         raise ConfigError(f"task.options: {exc}") from None
 
 
-def _resolve_device(kind: str, d: dd.Dist) -> torch.device:
-    if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", d.local_rank)
-    return torch.device("cpu")
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
 
 
-def _is_channel(target: Any) -> bool:
-    from prunekit.budget import WidthTarget
-
-    return isinstance(target, WidthTarget)
-
-
 class _Engine:
     def __init__(self, cfg: RunConfig, task: Task, run_dir: Path, progress: bool,
                  on_step: Callable[[StepInfo], None] | None) -> None:
         self.cfg, self.task, self.run_dir = cfg, task, run_dir
+        self.hooks = TaskHooks.of(task)
         self.progress = progress and cfg.progress
         self.on_step = on_step
         if cfg.device == "cuda" and not torch.cuda.is_available():  # before joining a process group
             raise ConfigError("device: 'cuda' was asked for but no CUDA device is available")
         wants_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
         self.dist, self._owns_group = dd.init("cuda" if wants_cuda else "cpu")
-        self.device = _resolve_device(cfg.device, self.dist)
+        self.device = resolve_device(cfg.device, index=self.dist.local_rank)
         self.ckpt_dir = run_dir / "checkpoints"
         self.model: nn.Module | None = None
-        self.plan: Any = None
+        self.plan: Plan | None = None
         self.teacher: nn.Module | None = None
-        self.teacher_plan: Any = None
+        self.teacher_plan: Plan | None = None
         self.cursor = _Cursor()
         self.last_eval: dict[str, float] = {}
         self.last_eval_step = -1
@@ -138,75 +129,23 @@ class _Engine:
                 self._reference = self.task.build_model()
         return self._reference
 
-    def initial_model(self) -> tuple[nn.Module, Any]:
+    def initial_model(self) -> tuple[nn.Module, Plan | None]:
         model, plan = self.task.build_model(), None
         init = self.cfg.init_checkpoint
         if init is not None:
             path = Path(init).expanduser()
             if path.is_dir():
                 model, plan = ckpt.read_model(path, self.task.build_model)
-            elif hasattr(self.task, "load_init"):
-                model = self.task.load_init(model, path)
             else:
-                load_weights(model, ckpt.read_state_dict(path), str(path))
+                model = self.hooks.load_init(model, path)
         return model, plan
-
-    def preflight(self, model: nn.Module, plan: Any) -> None:
-        """Catch unreachable or unsupported prune stages before any training."""
-        from prunekit import strategies
-        from prunekit.budget import KeepBlocks, select_units
-
-        n_blocks: int | None = None
-        widths_pruned = bool(plan is not None and plan.channels)
-        for i, stage in enumerate(self.cfg.stages):
-            where = f"stages[{i}]"
-            if isinstance(stage, (TrainStage, FinetuneStage)):
-                self._check_batch(stage, where)
-                continue
-            targets = stage.targets()
-            try:
-                strategies.get_strategy(stage.strategy, **stage.strategy_kwargs)
-            except (PrunekitError, TypeError) as exc:
-                raise ConfigError(f"{where}.strategy: {exc}") from None
-            block = [t for t in targets if not _is_channel(t)]
-            if block and widths_pruned:
-                raise ConfigError(f"{where}.target: removing blocks after channels were pruned is not supported; "
-                                  "put block targets before channel targets")
-            if stage.iterative is not None:
-                if not block or len(targets) > 1:
-                    raise ConfigError(f"{where}.iterative: iterative pruning needs exactly one block target "
-                                      f"(keep_blocks, params_ratio or flops_ratio), got {[t.kind for t in targets]}")
-                self._check_batch(stage.iterative.finetune, f"{where}.iterative.finetune")
-            if n_blocks is None:
-                example = self.task.example_inputs()
-                graph = analyze(model, example, getattr(self.task, "layout", None))
-                n_blocks = len(graph.leaves())
-                for t in block:  # the first block target is checked on the real model, with neutral scores
-                    try:
-                        select_units(model, graph, {u.path: 0.0 for u in graph.leaves()}, t, example)
-                    except PrunekitError as exc:
-                        raise ConfigError(f"{where}.target: {exc}") from None
-            for t in block:
-                if isinstance(t, KeepBlocks) and not t.per_group:
-                    if t.n > n_blocks:
-                        raise ConfigError(f"{where}.target: keep {t.n} blocks is unreachable; the model has "
-                                          f"{n_blocks} removable blocks at this stage")
-                    n_blocks = t.n
-            widths_pruned = widths_pruned or any(_is_channel(t) for t in targets)
-
-    def _check_batch(self, stage: _Training, where: str) -> None:
-        import inspect
-
-        if stage.batch is not None and "batch_size" not in inspect.signature(self.task.train_batches).parameters:
-            raise ConfigError(f"{where}.batch: task {type(self.task).__name__} does not take a batch size")
 
     def start(self, resume: bool) -> None:
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
         _seed_everything(self.cfg.seed + self.dist.rank)
         self._claim_run_dir(resume)
-        if hasattr(self.task, "setup"):
-            self.task.setup(self._context())
+        self.hooks.setup(self._context())
         if resume and self._config_file().is_file():
             self._check_same_schedule()
         found = ckpt.newest_valid(self.ckpt_dir, self.task.build_model, self.dist.is_main) if resume else None
@@ -229,7 +168,7 @@ class _Engine:
             warnings.warn(f"out_dir {self.run_dir}: the run stopped before its first checkpoint; starting it "
                           "from the beginning", stacklevel=2)
         model, plan = self.initial_model()
-        self.preflight(model, plan)
+        preflight(self.cfg, self.task, self.hooks, model, plan)
         self.model, self.plan = model.to(self.device), plan
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +220,7 @@ class _Engine:
                            wrap=lambda m: dd.wrap(m, self.dist, self.device),
                            all_reduce_mean=lambda t: dd.all_reduce_mean(t, self.dist))
 
-    def _load(self, folder: Path, state: dict[str, Any], model: nn.Module, plan: Any) -> None:
+    def _load(self, folder: Path, state: dict[str, Any], model: nn.Module, plan: Plan | None) -> None:
         self.plan = plan
         self.model = model.to(self.device)
         teacher_dir = self.run_dir / "teacher"
@@ -297,8 +236,8 @@ class _Engine:
         self._resume_opt = state.get("optimizer")
         self.last_eval = dict(state.get("last_eval") or {})
         self.last_eval_step = int(state.get("last_eval_step", -1))
-        if state.get("task") is not None and hasattr(self.task, "load_state_dict"):
-            self.task.load_state_dict(state["task"])
+        if state.get("task") is not None:
+            self.hooks.load_state_dict(state["task"])
         rngs = state["rng"]
         if len(rngs) != self.dist.world_size:
             raise ConfigError(f"the checkpoint {folder} was written by {len(rngs)} processes, this run has "
@@ -314,7 +253,7 @@ class _Engine:
                 "cursor": dict(vars(c)),
                 "log_rows": self.log.rows,
                 "optimizer": optimizer.state_dict() if optimizer is not None and c.iteration > 0 else None,
-                "task": self.task.state_dict() if hasattr(self.task, "state_dict") else None,
+                "task": self.hooks.state_dict(),
                 "rng": rngs,
                 "teacher": "teacher" if self.teacher is not None else None,
                 "last_eval": dict(self.last_eval),
@@ -349,14 +288,11 @@ class _Engine:
             return
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = scfg.optimizer
-        if o.name == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = o.build(params)
         if self._resume_opt is not None and c.iteration > 0:
             opt.load_state_dict(self._resume_opt)
         self._resume_opt = None
-        entry = self.task.train_module(self.model) if hasattr(self.task, "train_module") else self.model
+        entry = self.hooks.train_module(self.model)
         net = dd.wrap(entry, self.dist, self.device)
         distiller = self._distiller(distill, entry) if distill is not None else None
         teacher = self.teacher if distill is not None else None
@@ -418,17 +354,16 @@ class _Engine:
         pairs: dict[str, str] = {}
         if cfg.features:
             ref = self.reference()
-            t_removed = list(self.teacher_plan.removed) if self.teacher_plan is not None else []
-            s_removed = list(self.plan.removed) if self.plan is not None else []
-            graph = analyze(ref, self.task.example_inputs(), getattr(self.task, "layout", None))
+            dense = Plan.identity(ref)
+            teacher_plan, student_plan = self.teacher_plan or dense, self.plan or dense
+            graph = analyze(ref, self.task.example_inputs(), self.hooks.layout)
             for unit in graph.leaves():
-                t_path = renumbered_path(unit.path, t_removed, ref)
-                s_path = renumbered_path(unit.path, s_removed, ref)
+                t_path = teacher_plan.path_after(unit.path, ref)
+                s_path = student_plan.path_after(unit.path, ref)
                 if t_path is not None and s_path is not None:
                     pairs[t_path] = s_path
-        teacher_entry = self.task.train_module(self.teacher) if hasattr(self.task, "train_module") else None
-        return Distiller(self.model, self.teacher, cfg, pairs, student_entry=entry, teacher_entry=teacher_entry,
-                         select=getattr(self.task, "distill_output", None))
+        return Distiller(self.model, self.teacher, cfg, pairs, student_entry=entry,
+                         teacher_entry=self.hooks.train_module(self.teacher), select=self.hooks.distill_output)
 
     # --------------------------------------------------------------- pruning
     def prune_step(self, stage_index: int, stage: PruneStage) -> bool:
@@ -444,7 +379,7 @@ class _Engine:
         if self.dist.is_main:
             self.model.eval()
             example = to_device(self.task.example_inputs(), self.device)
-            graph = analyze(self.model, example, getattr(self.task, "layout", None))
+            graph = analyze(self.model, example, self.hooks.layout)
             if stage.iterative is not None:
                 targets = [_relative_target(targets[0], self.model, self.reference(), self.plan, example)]
             data = to_device(self.task.calibration(stage.calibration), self.device) if stage.calibration else None
@@ -467,45 +402,18 @@ class _Engine:
         pruned = apply(self.model, step, to_device(self.task.example_inputs(), self.device),
                        calibration=calib).to(self.device)
         if stage.iterative is not None:  # the step removed a subset: measure what is really left
-            from prunekit import profile
-
             flops = profile.flops(pruned, to_device(self.task.example_inputs(), self.device))
             step = step.model_copy(update={"stats": step.stats.model_copy(update={"flops_after": flops})})
-        self.plan = self._compose(step, pruned)
+        params_after = profile.count_params(pruned)
+        if self.plan is None:
+            self.plan = step.model_copy(update={"stats": step.stats.model_copy(update={"params_after": params_after})})
+        else:
+            self.plan = self.plan.compose(step, self.reference(), params_after)
         self.model = pruned
         self.log.log(self.cursor.global_step, f"stage{stage_index}", "prune", self.cursor.prune_step + 1,
                      {"removed": float(len(step.removed)), "params": float(self.plan.stats.params_after),
                       "params_kept": self.plan.stats.params_kept})
         return done
-
-    def _compose(self, step: Any, pruned: nn.Module) -> Any:
-        """The plan from the dense reference model to `pruned` (so the checkpoint replays on a fresh build)."""
-        from prunekit import profile
-        from prunekit.plan import Stats
-
-        if self.plan is None:
-            stats = step.stats.model_copy(update={"params_after": profile.count_params(pruned)})
-            return step.model_copy(update={"stats": stats})
-        ref = self.reference()
-        before = list(self.plan.removed)
-        inverse = {renumbered_path(p, before, ref): p for p, _ in ref.named_modules() if p}
-        mapped = [inverse[p] for p in step.removed]
-        scores = dict(self.plan.scores)
-        scores.update({inverse[p]: v for p, v in step.scores.items() if p in inverse})
-        stats = Stats(params_before=self.plan.stats.params_before, params_after=profile.count_params(pruned),
-                      flops_before=self.plan.stats.flops_before, flops_after=step.stats.flops_after)
-        if step.replaced and self.plan.channels:
-            raise ConfigError("a prune stage with replacements must come before any stage that prunes channels "
-                              "(replacements are replayed before channel steps)")
-        replaced = [r.model_copy(update={"paths": [inverse[p] for p in r.paths]}) for r in step.replaced]
-        return self.plan.model_copy(update={
-            "replaced": list(self.plan.replaced) + replaced, "latency": step.latency or self.plan.latency,
-            "channel_importance": step.channel_importance or self.plan.channel_importance,
-            "round_to": step.round_to or self.plan.round_to,
-            "removed": before + mapped, "channels": list(self.plan.channels) + list(step.channels),
-            "zeroed": {**self.plan.zeroed, **{inverse[p]: n for p, n in step.zeroed.items() if p in inverse}},
-            "strategy": step.strategy or self.plan.strategy, "targets": step.targets, "scores": scores,
-            "stats": stats})
 
     # ------------------------------------------------------------------ loop
     def run(self) -> RunResult:
@@ -589,12 +497,9 @@ class _Engine:
             tdist.destroy_process_group()
 
 
-def _relative_target(target: Any, model: nn.Module, reference: nn.Module, plan: Any, example: Any) -> Any:
+def _relative_target(target: Any, model: nn.Module, reference: nn.Module, plan: Plan | None, example: Any) -> Any:
     """Ratio targets are relative to the model at the first prune step; re-express them for the
     current, already-pruned model so each iterative step plans toward the same end point."""
-    from prunekit import profile
-    from prunekit.budget import FlopsRatio, ParamsRatio
-
     if plan is None or not isinstance(target, (ParamsRatio, FlopsRatio)):
         return target
     if isinstance(target, ParamsRatio):

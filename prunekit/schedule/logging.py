@@ -5,11 +5,14 @@ installed, and a tqdm bar (loss, rate, ETA) shown only on a terminal unless disa
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from prunekit.fileio import atomic_write
 
 FIELDS = ["record", "global_step", "stage", "phase", "iteration", "name", "value"]
 
@@ -43,10 +46,6 @@ class MetricsLog:
             self._tb = None
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        import io
-
-        from prunekit.fileio import atomic_write
-
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=FIELDS)
         w.writeheader()

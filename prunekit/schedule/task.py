@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkabl
 import torch
 from torch import nn
 
+from prunekit.checkpoint import load_weights
+from prunekit.schedule.checkpoint import read_state_dict
 from prunekit.strategies import Calibration
 
 
@@ -35,23 +37,10 @@ class StepContext:
 
 @runtime_checkable
 class Task(Protocol):
-    """The required part of a task. Optional members, used when present:
-
-    - `layout` (attribute): a prunekit Layout restricting which units may be pruned;
-    - `setup(ctx: StepContext)`: called once when the run starts or resumes, before any checkpoint is loaded
-      (e.g. build a discriminator);
-    - `state_dict() -> dict` / `load_state_dict(dict)`: extra state (task-owned modules, optimisers) that a
-      checkpoint must hold; values must be tensors, numbers, strings, lists or dicts (loaded weights_only);
-    - `load_init(model, path) -> nn.Module`: load a task-specific initial checkpoint file (e.g. a published one);
-    - `train_module(model) -> nn.Module`: the module the loss calls during training, sharing the model's
-      parameters (e.g. one whose forward runs a whole recurrent sequence); DDP wraps this one, and
-      output distillation hooks it (the teacher goes through `train_module(teacher)`);
-    - `distill_output(output)`: which tensors of the training output to distill (default: all floats);
-    - `train_batches(..., batch_size=..., start=...)`: accept `batch_size` (the stage's `batch`) and `start`
-      (skip to the n-th batch quickly on resume; otherwise the engine skips by drawing).
-    `train_batches` must draw its randomness from `seed` only (its own generator), so that a resumed run
-    sees the same batches.
-    """
+    """What every task has. Its optional members are listed in `TaskHooks` (with what the engine does
+    without them). `train_batches` must draw its randomness from `seed` only (its own generator), so
+    that a resumed run sees the same batches; it may accept `batch_size` (the stage's `batch`) and
+    `start` (skip to the n-th batch quickly on resume; otherwise the engine skips by drawing)."""
 
     def build_model(self) -> nn.Module: ...
 
@@ -65,6 +54,44 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module) -> dict[str, float]: ...
 
     def calibration(self, n: int) -> Any: ...
+
+
+def _load_init(model: nn.Module, path: str | Path) -> nn.Module:
+    load_weights(model, read_state_dict(Path(path)), str(path))
+    return model
+
+
+@dataclass(frozen=True)
+class TaskHooks:
+    """A task's optional members, each the task's own when it defines it, else the default below.
+    The engine calls these, never the task's attributes directly, so this is the one place that looks.
+
+    - `layout`: a prunekit Layout restricting which units may be pruned (default: none);
+    - `setup(ctx)`: called once when the run starts or resumes, before any checkpoint is loaded (e.g.
+      build a discriminator; default: nothing);
+    - `state_dict() -> dict` / `load_state_dict(dict)`: extra state (task-owned modules, optimisers) that
+      a checkpoint must hold; values must be tensors, numbers, strings, lists or dicts (loaded
+      weights_only; default: none);
+    - `load_init(model, path) -> nn.Module`: load an initial checkpoint file (e.g. a published one;
+      default: a state_dict file, .safetensors or weights-only torch.save);
+    - `train_module(model) -> nn.Module`: the module the loss calls during training, sharing the model's
+      parameters (e.g. one whose forward runs a whole recurrent sequence); DDP wraps this one, and
+      output distillation hooks it, the teacher going through `train_module(teacher)` (default: the model);
+    - `distill_output(output)`: which tensors of the training output to distill (default None: all floats).
+    """
+
+    layout: Any = None
+    setup: Callable[[StepContext], None] = lambda ctx: None
+    state_dict: Callable[[], dict[str, Any] | None] = lambda: None
+    load_state_dict: Callable[[dict[str, Any]], None] = lambda state: None
+    load_init: Callable[[nn.Module, str | Path], nn.Module] = _load_init
+    train_module: Callable[[nn.Module], nn.Module] = lambda model: model
+    distill_output: Callable[[Any], Any] | None = None
+
+    @classmethod
+    def of(cls, task: Task) -> TaskHooks:
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: getattr(task, name) for name in names if hasattr(task, name)})
 
 
 def call_train_batches(task: Task, seed: int, rank: int, world_size: int, batch_size: int | None,
@@ -120,19 +147,13 @@ class ModelTask:
         return self._initial_weights(self.build())
 
     def load_init(self, model: nn.Module, path: str | Path) -> nn.Module:
-        from prunekit.checkpoint import load_weights
-        from prunekit.schedule.checkpoint import read_state_dict
-
-        load_weights(model, read_state_dict(Path(path)), str(path))
-        return model
+        return _load_init(model, path)
 
     def _initial_weights(self, model: nn.Module) -> nn.Module:
         """Apply `weights` (the user's trained state dict or its file) to a freshly built model."""
         if self.weights is None:
             return model
         if isinstance(self.weights, dict):
-            from prunekit.checkpoint import load_weights
-
             load_weights(model, self.weights, "ModelTask.weights")
             return model
         return self.load_init(model, self.weights)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit.device import resolve_device
 from prunekit.errors import CheckpointError, ConfigError
 from tecogan_plugin.nets import FRNet, infer_sequence
 from tecogan_plugin.upscale.tiling import TiledStep, choose_tile
@@ -60,16 +61,6 @@ def load_generator(path: str | os.PathLike, **build_kwargs: Any) -> nn.Module:
     if not isinstance(model, FRNet):
         raise CheckpointError(f"{path}: loaded a {type(model).__name__}, not a TecoGAN FRNet")
     return model.eval()
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> CUDA when available, else CPU; a CUDA request without CUDA is a ConfigError."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available here")
-    return dev
 
 
 def _prepare(model: nn.Module, device: torch.device, fast: bool, half: bool) -> nn.Module:
