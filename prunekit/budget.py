@@ -12,9 +12,10 @@ as an UnreachableTargetError, like keeping more blocks than exist.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from prunekit import profile
@@ -27,16 +28,45 @@ if TYPE_CHECKING:
 _MISSING: Any = object()
 
 
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
 class _Target(BaseModel):
-    """A target; the main field may be given positionally: KeepBlocks(5), ParamsRatio(0.5)."""
+    """A target; the main field may be given positionally: KeepBlocks(5), ParamsRatio(0.5).
+
+    Its fields carry their bounds (pydantic constraints), so a target that exists is in range; a
+    value out of range is an UnreachableTargetError naming the field, the bound and the value
+    (from a config file, `parse_target` reports it as a ConfigError)."""
 
     model_config = ConfigDict(extra="forbid")
     _positional: ClassVar[str] = ""
+    is_width: ClassVar[bool] = False  # met by width pruning (prunekit.channels)
+    is_latency: ClassVar[bool] = False  # met by the latency planner (prunekit.latency_plan)
 
     def __init__(self, value: Any = _MISSING, /, **data: Any) -> None:
         if value is not _MISSING:
             data[self._positional] = value
-        super().__init__(**data)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise UnreachableTargetError(f"{type(self).__name__}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    out = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        bound = _BOUNDS.get(e["type"])
+        if bound is not None:
+            limit = next(iter(e.get("ctx", {}).values()), "?")
+            out.append(f"{where} must be {bound} {limit}, got {e.get('input')!r}")
+        else:
+            out.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(out)
+
+
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]  # a keep fraction, 0 < keep <= 1
+PruneFraction = Annotated[float, Field(ge=0.0, lt=1.0)]  # a prune fraction, 0 <= prune < 1
 
 
 class KeepBlocks(_Target):
@@ -45,7 +75,7 @@ class KeepBlocks(_Target):
 
     _positional: ClassVar[str] = "n"
     kind: Literal["keep_blocks"] = "keep_blocks"
-    n: int
+    n: int = Field(ge=1)  # removing every block is not a pruning
     per_group: bool = False
 
 
@@ -54,7 +84,7 @@ class ParamsRatio(_Target):
 
     _positional: ClassVar[str] = "keep"
     kind: Literal["params_ratio"] = "params_ratio"
-    keep: float
+    keep: Fraction
 
 
 class FlopsRatio(_Target):
@@ -62,7 +92,7 @@ class FlopsRatio(_Target):
 
     _positional: ClassVar[str] = "keep"
     kind: Literal["flops_ratio"] = "flops_ratio"
-    keep: float
+    keep: Fraction
 
 
 class ChannelRatio(_Target):
@@ -72,10 +102,11 @@ class ChannelRatio(_Target):
     against the layers whose outputs a group prunes (the first matching entry wins)."""
 
     _positional: ClassVar[str] = "prune"
+    is_width: ClassVar[bool] = True
     kind: Literal["channel_ratio"] = "channel_ratio"
-    prune: float
+    prune: PruneFraction
     ignore: list[str] = Field(default_factory=list)
-    per_group: dict[str, float] = Field(default_factory=dict)
+    per_group: dict[str, PruneFraction] = Field(default_factory=dict)
 
 
 class ChannelFlops(_Target):
@@ -84,8 +115,9 @@ class ChannelFlops(_Target):
     fraction that meets it (see prunekit.channels); `ignore` as for ChannelRatio."""
 
     _positional: ClassVar[str] = "keep"
+    is_width: ClassVar[bool] = True
     kind: Literal["channel_flops"] = "channel_flops"
-    keep: float
+    keep: Fraction
     ignore: list[str] = Field(default_factory=list)
 
 
@@ -96,8 +128,9 @@ class LatencyRatio(_Target):
     The planner chooses removed blocks and per-group channel widths together."""
 
     _positional: ClassVar[str] = "keep"
+    is_latency: ClassVar[bool] = True
     kind: Literal["latency_ratio"] = "latency_ratio"
-    keep: float
+    keep: Fraction
     shape: dict[str, list[int]] | None = None
 
 
@@ -105,40 +138,35 @@ class Latency(_Target):
     """Keep at most `ms` milliseconds per forward pass (measured as for LatencyRatio), ms > 0."""
 
     _positional: ClassVar[str] = "ms"
+    is_latency: ClassVar[bool] = True
     kind: Literal["latency"] = "latency"
-    ms: float
+    ms: float = Field(gt=0.0)
     shape: dict[str, list[int]] | None = None
 
 
-WidthTarget = (ChannelRatio, ChannelFlops)
-LatencyTarget = (LatencyRatio, Latency)
+WidthTarget = (ChannelRatio, ChannelFlops)  # kept for callers; targets say it themselves: `is_width`
+LatencyTarget = (LatencyRatio, Latency)  # likewise `is_latency`
 _TARGETS = (KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio, ChannelFlops, LatencyRatio, Latency)
 AnyTarget = Union[KeepBlocks, ParamsRatio, FlopsRatio, ChannelRatio, ChannelFlops, LatencyRatio, Latency]
 Target = Annotated[AnyTarget, Field(discriminator="kind")]
-_TARGET_ADAPTER: TypeAdapter = TypeAdapter(Target)
 
 
 def parse_target(obj: Any) -> AnyTarget:
-    """A target from a dict / JSON string (as written by `model_dump`) or an existing target."""
+    """A target from a dict / JSON string (as written by `model_dump`) or an existing target;
+    ConfigError names what is wrong (unknown kind, field out of range, unknown field)."""
     if isinstance(obj, _TARGETS):
         return obj
+    kinds = {cls.model_fields["kind"].default: cls for cls in _TARGETS}
     try:
-        if isinstance(obj, (str, bytes)):
-            return _TARGET_ADAPTER.validate_json(obj)
-        return _TARGET_ADAPTER.validate_python(obj)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"invalid pruning target {obj!r}; kinds: keep_blocks, params_ratio, flops_ratio, channel_ratio, "
-            f"channel_flops, latency_ratio, latency ({exc})"
-        ) from None
-
-
-def check_latency(target: LatencyRatio | Latency) -> None:
-    """A latency keep fraction must lie in (0, 1]; an absolute budget must be positive."""
-    if isinstance(target, LatencyRatio) and not 0.0 < target.keep <= 1.0:
-        raise UnreachableTargetError(f"{target!r}: keep must be in (0, 1], got {target.keep}")
-    if isinstance(target, Latency) and not target.ms > 0.0:
-        raise UnreachableTargetError(f"{target!r}: ms must be > 0, got {target.ms}")
+        data = json.loads(obj) if isinstance(obj, (str, bytes)) else obj
+    except ValueError as exc:
+        raise ConfigError(f"invalid pruning target {obj!r}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") not in kinds:
+        raise ConfigError(f"invalid pruning target {obj!r}; kinds: {', '.join(kinds)}")
+    try:
+        return kinds[data["kind"]](**data)
+    except UnreachableTargetError as exc:
+        raise ConfigError(f"invalid pruning target {obj!r}: {exc}") from None
 
 
 def _removal_order(blocks: list[Unit], scores: dict[str, float]) -> list[Unit]:
@@ -147,15 +175,7 @@ def _removal_order(blocks: list[Unit], scores: dict[str, float]) -> list[Unit]:
     return sorted(blocks, key=lambda u: (scores[u.path], -position[u.path]))
 
 
-def check_ratio(target: ParamsRatio | FlopsRatio | ChannelFlops) -> None:
-    """A keep fraction must lie in (0, 1]."""
-    if not 0.0 < target.keep <= 1.0:
-        raise UnreachableTargetError(f"{target!r}: keep must be in (0, 1], got {target.keep}")
-
-
 def _keep_blocks(blocks: list[Unit], scores: dict[str, float], target: KeepBlocks) -> list[Unit]:
-    if target.n < 1:
-        raise UnreachableTargetError(f"{target!r}: keeping {target.n} blocks would remove every block")
     if not target.per_group:
         if target.n > len(blocks):
             raise UnreachableTargetError(f"{target!r}: the model has only {len(blocks)} removable blocks")
@@ -221,7 +241,6 @@ def select_units(
     if isinstance(target, KeepBlocks):
         removed = _keep_blocks(blocks, scores, target)
     elif isinstance(target, ParamsRatio):
-        check_ratio(target)
         cost = {u.path: u.params for u in blocks}
         limit = target.keep * graph.total_params
         removed = _greedy(order, cost, graph.total_params, limit)
@@ -229,7 +248,6 @@ def select_units(
             floor = graph.total_params - sum(cost.values()) + cost[order[-1].path]
             raise _too_far(target, "parameters", graph.total_params, limit, floor)
     elif isinstance(target, FlopsRatio):
-        check_ratio(target)
         removed = _select_flops(model, graph, blocks, order, target, example_inputs)
     else:
         raise ConfigError(f"unknown pruning target {target!r}")

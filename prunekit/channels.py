@@ -41,7 +41,7 @@ from torch_pruning import _helpers
 from torch_pruning.dependency.node import Node
 
 from prunekit import importance, profile
-from prunekit.budget import ChannelFlops, ChannelRatio, check_ratio
+from prunekit.budget import ChannelFlops, ChannelRatio
 from prunekit.errors import ConfigError, InputShapeError, PlanMismatchError, UnreachableTargetError
 from prunekit.profile import call_model, eval_mode
 
@@ -246,9 +246,6 @@ def plan_channels(
     """
     if isinstance(target, ChannelFlops):
         return _plan_flops(model, example_inputs, target, layout, importance, round_to, data, time_limit_s, skipped)
-    bad = {k: v for k, v in [("prune", target.prune), *target.per_group.items()] if not 0.0 <= v < 1.0}
-    if bad:
-        raise UnreachableTargetError(f"{target!r}: every prune fraction must be in [0, 1), got {bad}")
     if round_to is not None and round_to < 1:
         raise ConfigError(f"round_to must be a positive integer, got {round_to}")
     limit = TIME_LIMIT_S if time_limit_s is None else time_limit_s
@@ -375,7 +372,6 @@ def _plan_flops(
 ) -> list[ChannelStep]:
     """Bisect the uniform prune fraction: FLOPs after only fall as the fraction grows, so the
     smallest fraction that meets the limit removes the fewest channels."""
-    check_ratio(target)
     dense = profile.flops(model, example_inputs)
     limit = target.keep * dense
     importance = _importance(importance, model, data if data is not None else [example_inputs])  # once, not per try

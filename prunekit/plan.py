@@ -37,9 +37,9 @@ load_plan = read_plan  # pk.load_plan: read and validate a plan JSON file (Check
 
 
 def _split_targets(targets: list[Any]) -> tuple[Any | None, Any | None]:
-    blocks = [t for t in targets if isinstance(t, BlockTarget)]
-    widths = [t for t in targets if isinstance(t, budget.WidthTarget)]
-    if any(isinstance(t, budget.LatencyTarget) for t in targets) and len(targets) > 1:
+    blocks = [t for t in targets if not (t.is_width or t.is_latency)]
+    widths = [t for t in targets if t.is_width]
+    if any(t.is_latency for t in targets) and len(targets) > 1:
         raise ConfigError(
             "a latency target (latency_ratio, latency) chooses blocks and channel widths itself and cannot be "
             f"combined with other targets, got {[t.kind for t in targets]}"
@@ -114,7 +114,7 @@ def plan(
     calibration = data if data is not None else [example_inputs]  # the traced inputs: a one-batch calibration set
     if getattr(scorer, "needs_data", False):
         data = calibration
-    if any(isinstance(t, budget.LatencyTarget) for t in targets):
+    if any(t.is_latency for t in targets):
         return latency_plan.plan_latency(
             model, graph, targets[0], scorer, calibration, layout, runner=runner, channel_importance=channel_importance,
             round_to=round_to, replaced=replaced, cache=latency_cache, move_cost=move_cost,

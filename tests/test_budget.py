@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+import prunekit as pk
 from prunekit import profile
 from prunekit.budget import (
     ChannelFlops,
@@ -118,10 +119,7 @@ def test_flops_ratio_verified_by_profiling():
 @pytest.mark.parametrize(
     "target, message",
     [
-        (KeepBlocks(0), "every block"),
         (KeepBlocks(7), "only 6 removable blocks"),
-        (ParamsRatio(0.0), r"\(0, 1\]"),
-        (ParamsRatio(1.5), r"\(0, 1\]"),
         (ParamsRatio(0.05), "removing all blocks but one still leaves"),
         (FlopsRatio(0.05), "removing all blocks but one still leaves"),
     ],
@@ -165,3 +163,30 @@ def test_parse_target_rejects_bad_input():
 def test_channel_flops_reads_keep_positionally():
     target = parse_target({"kind": "channel_flops", "keep": 0.4})
     assert target == ChannelFlops(0.4) and target.ignore == []
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: KeepBlocks(0), r"KeepBlocks: n must be >= 1, got 0"),
+        (lambda: ParamsRatio(0.0), r"ParamsRatio: keep must be > 0\.0, got 0\.0"),
+        (lambda: ParamsRatio(1.5), r"ParamsRatio: keep must be <= 1\.0, got 1\.5"),
+        (lambda: FlopsRatio(-0.1), r"FlopsRatio: keep must be > 0"),
+        (lambda: ChannelRatio(1.0), r"ChannelRatio: prune must be < 1\.0, got 1\.0"),
+        (lambda: ChannelRatio(0.5, per_group={"conv": 1.2}), r"per_group\.conv must be < 1\.0, got 1\.2"),
+        (lambda: pk.LatencyRatio(0.0), r"LatencyRatio: keep must be > 0"),
+        (lambda: pk.Latency(-1.0), r"Latency: ms must be > 0\.0, got -1\.0"),
+    ],
+)
+def test_targets_validate_themselves(make, message):
+    with pytest.raises(UnreachableTargetError, match=message):
+        make()
+
+
+def test_out_of_range_targets_in_configs_are_config_errors():
+    from prunekit.budget import parse_target
+
+    with pytest.raises(ConfigError, match=r"keep must be <= 1\.0, got 1\.5"):
+        parse_target({"kind": "params_ratio", "keep": 1.5})
+    assert parse_target({"kind": "channel_ratio", "prune": 0.5}).is_width
+    assert pk.LatencyRatio(0.5).is_latency and not pk.KeepBlocks(3).is_width

@@ -81,8 +81,8 @@ def test_per_group_fractions():
     assert [(s.layer, len(s.idxs)) for s in steps] == [("2", 6)]
     steps = plan_channels(model, x, pk.ChannelRatio(0.5, per_group={"0": 0.25}))
     assert sorted((s.layer, len(s.idxs)) for s in steps) == [("0", 2), ("2", 4)]
-    with pytest.raises(UnreachableTargetError, match="every prune fraction"):
-        plan_channels(model, x, pk.ChannelRatio(0.5, per_group={"0": 1.0}))
+    with pytest.raises(UnreachableTargetError, match="per_group.0 must be < 1"):
+        pk.ChannelRatio(0.5, per_group={"0": 1.0})
 
 
 def test_configs_carry_importance_round_to_and_replacements():

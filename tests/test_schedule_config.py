@@ -44,9 +44,9 @@ def _edit(cfg: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
     (["stages", 1, "kind"], "trim", r"stages\[1\]: .*'train', 'prune', 'finetune'"),
     (["keep_last"], 0, r"keep_last: .*greater than 0"),
     (["stages", 1, "target"], {"kind": "keep_half"}, r"stages\[1\]\.prune\.target: .*'keep_half'"),
-    (["stages", 1, "target"], {"kind": "params_ratio", "keep": 1.5}, r"stages\[1\]\.prune\.target: .*0 < keep <= 1"),
+    (["stages", 1, "target"], {"kind": "params_ratio", "keep": 1.5}, r"stages\[1\]\.prune\.target.*ParamsRatio: keep must be <= 1\.0, got 1\.5"),
     (["stages", 1, "target"], {"kind": "channel_flops", "keep": 0},
-     r"stages\[1\]\.prune\.target: .*channel_flops.*0 < keep"),
+     r"stages\[1\]\.prune\.target.*ChannelFlops: keep must be > 0"),
     (["init_checkpoint"], "/nonexistent/G_iter400000.pth", r"init_checkpoint: .*does not exist"),
 ])
 def test_schema_errors_name_the_field(tmp_path, path, value, match):

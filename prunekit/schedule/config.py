@@ -13,7 +13,7 @@ import torch
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from prunekit.budget import ChannelFlops, ChannelRatio, FlopsRatio, KeepBlocks, Latency, LatencyRatio, ParamsRatio, Target
+from prunekit.budget import Target
 from prunekit.config import StrictModel
 from prunekit.replace import parse_replacements
 
@@ -129,22 +129,11 @@ class PruneStage(StrictModel):
 
     @field_validator("target")
     @classmethod
-    def _in_range(cls, v: Any):
+    def _targets(cls, v: Any):
         items = v if isinstance(v, list) else [v]
         if not items:
             raise ValueError("at least one target is needed")
-        for t in items:
-            if isinstance(t, KeepBlocks) and t.n < 1:
-                raise ValueError(f"keep_blocks needs n >= 1 (pruning may not remove every block), got {t.n}")
-            if isinstance(t, (ParamsRatio, FlopsRatio, ChannelFlops)) and not 0 < t.keep <= 1:
-                raise ValueError(f"{t.kind} needs 0 < keep <= 1, got {t.keep}")
-            if isinstance(t, ChannelRatio) and not 0 <= t.prune < 1:
-                raise ValueError(f"channel_ratio needs 0 <= prune < 1, got {t.prune}")
-            if isinstance(t, LatencyRatio) and not 0 < t.keep <= 1:
-                raise ValueError(f"latency_ratio needs 0 < keep <= 1, got {t.keep}")
-            if isinstance(t, Latency) and not t.ms > 0:
-                raise ValueError(f"latency needs ms > 0, got {t.ms}")
-        if len(items) > 1 and any(isinstance(t, (LatencyRatio, Latency)) for t in items):
+        if len(items) > 1 and any(t.is_latency for t in items):
             raise ValueError("a latency target chooses blocks and widths itself; it cannot be combined with other targets")
         return v
 
@@ -156,7 +145,7 @@ class PruneStage(StrictModel):
 
     @model_validator(mode="after")
     def _iterative_blocks_only(self):
-        if self.iterative is not None and any(isinstance(t, (LatencyRatio, Latency)) for t in self.targets()):
+        if self.iterative is not None and any(t.is_latency for t in self.targets()):
             raise ValueError("iterative pruning removes blocks a few at a time; a latency target plans in one shot")
         return self
 

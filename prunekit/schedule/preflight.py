@@ -9,7 +9,7 @@ import inspect
 from torch import nn
 
 from prunekit import strategies
-from prunekit.budget import KeepBlocks, WidthTarget, select_units
+from prunekit.budget import KeepBlocks, select_units
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph import analyze
 from prunekit.plan_record import Plan
@@ -31,7 +31,7 @@ def preflight(cfg: RunConfig, task: Task, hooks: TaskHooks, model: nn.Module, pl
             strategies.get_strategy(stage.strategy, **stage.strategy_kwargs)
         except (PrunekitError, TypeError) as exc:
             raise ConfigError(f"{where}.strategy: {exc}") from None
-        block = [t for t in targets if not isinstance(t, WidthTarget)]
+        block = [t for t in targets if not t.is_width]
         if block and widths_pruned:
             raise ConfigError(f"{where}.target: removing blocks after channels were pruned is not supported; "
                               "put block targets before channel targets")
@@ -55,7 +55,7 @@ def preflight(cfg: RunConfig, task: Task, hooks: TaskHooks, model: nn.Module, pl
                     raise ConfigError(f"{where}.target: keep {t.n} blocks is unreachable; the model has "
                                       f"{n_blocks} removable blocks at this stage")
                 n_blocks = t.n
-        widths_pruned = widths_pruned or any(isinstance(t, WidthTarget) for t in targets)
+        widths_pruned = widths_pruned or any(t.is_width for t in targets)
 
 
 def check_batch(task: Task, stage: _Training, where: str) -> None:
