@@ -1,5 +1,7 @@
-"""TecoGAN-PyTorch loss terms: Charbonnier, the LR warping loss, the VGG19 cosine feature loss and
-the spatio-temporal discriminator's BCE terms (reference: shared/reference/tecogan.md section 2.2)."""
+"""TecoGAN-PyTorch loss terms: Charbonnier (eps 1e-6), the LR warping loss, the VGG19 cosine feature
+loss (after relu2_2, relu3_4, relu4_4 and relu5_4, on ImageNet-normalised input) and the
+spatio-temporal discriminator's BCE-with-logits terms (the weights are the task's options:
+`tecogan_plugin.train.TecoGANOptions`)."""
 
 from __future__ import annotations
 
