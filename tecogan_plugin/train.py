@@ -15,7 +15,7 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, NonNegativeFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator
 from torch import nn
 
 from prunekit.config import StrictModel, validate_config
@@ -51,7 +51,7 @@ class TecoGANOptions(StrictModel):
     eval_root: str | None = None
     eval_sequences: list[str] | None = None
     eval_max_frames: PositiveInt | None = None
-    eval_metrics: list[Literal["psnr", "ssim", "lpips", "tof", "tlp"]] = Field(default_factory=lambda: ["psnr", "ssim"])
+    eval_metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim"])  # registered metric names
     lpips_weights: str | None = None
     # losses
     pixel_weight: NonNegativeFloat = 1.0
@@ -72,6 +72,14 @@ class TecoGANOptions(StrictModel):
     calibration_gt_crop: PositiveInt | None = None
     # pruning: open FNet to width pruning (only its 2-channel flow head stays fixed); SRNet only by default
     open_fnet: bool = False
+
+    @field_validator("eval_metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        from tecogan_plugin.metrics import catalog
+
+        catalog.check_names(v, "eval_metrics")
+        return v
 
     def uses_pingpong(self) -> bool:
         return self.pingpong if self.pingpong is not None else self.objective == "gan"

@@ -13,9 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from prunekit.fileio import atomic_write
-
-METRICS = ("psnr", "ssim", "lpips", "tof", "tlp")
-METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "tof": "tOF ↓", "tlp": "tLP100 ↓"}
+from tecogan_plugin.metrics import catalog
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -45,13 +43,20 @@ def _series_line(row: dict) -> str:
     return series_label(row).rsplit(" nb=", 1)[0]
 
 
+def metric_columns(rows: Sequence[dict]) -> list[catalog.Metric]:
+    """The official metrics (n/a where not measured), then any other registered metric the rows hold."""
+    held = {m for row in rows for values in row["metrics"].values() for m in values}
+    return [catalog.get(m) for m in catalog.names() if m in catalog.BUILTIN_NAMES or m in held]
+
+
 def flat_rows(rows: Sequence[dict]) -> list[dict]:
     """One flat record per (row, dataset): the shape of the CSV file."""
+    columns = metric_columns(rows)
     out = []
     for row in rows:
         base = {k: v for k, v in row.items() if k != "metrics"}
         for dataset, values in row["metrics"].items():
-            out.append({**base, "dataset": dataset, **{m: values.get(m) for m in METRICS}})
+            out.append({**base, "dataset": dataset, **{m.name: values.get(m.name) for m in columns}})
     return out
 
 
@@ -60,6 +65,7 @@ def markdown_tables(rows: Sequence[dict], flops_size: str) -> str:
     `width` is the fraction of channels removed per coupled group (0: blocks only), `latency target`
     the fraction of the dense latency a planned series keeps, `tail` SRNet's upsampler."""
     datasets = sorted({d for row in rows for d in row["metrics"]})
+    columns = metric_columns(rows)
     parts = []
     for dataset in datasets:
         parts.append(f"### {dataset}\n")
@@ -67,9 +73,9 @@ def markdown_tables(rows: Sequence[dict], flops_size: str) -> str:
             "| strategy | fine-tune | width | latency target | tail | blocks | params total | removed (total) "
             "| SRNet params | removed (SRNet) | FNet params | removed (FNet) "
             f"| GMACs @ {flops_size} | FLOPs removed | latency (ms) | latency IQR (ms) | latency vs dense "
-            "| PSNR | SSIM | LPIPS | tOF | tLP100 |"
+            "| " + " | ".join(m.label for m in columns) + " |"
         )
-        parts.append("|" + "---|" * 22)
+        parts.append("|" + "---|" * (17 + len(columns)))
         for row in rows:
             m = row["metrics"].get(dataset)
             if m is None:
@@ -85,8 +91,7 @@ def markdown_tables(rows: Sequence[dict], flops_size: str) -> str:
                 f"| {row['params_fnet']:,} | {row['params_removed_fnet_pct']:.1f}% "
                 f"| {row['gmacs']:.2f} | {row['flops_removed_pct']:.1f}% | {_fmt(row.get('latency_ms'), 1)} "
                 f"| {iqr} | {_fmt(row.get('latency_ratio'), 3)} "
-                f"| {_fmt(m.get('psnr'), 3)} | {_fmt(m.get('ssim'), 4)} | {_fmt(m.get('lpips'), 4)} "
-                f"| {_fmt(m.get('tof'), 4)} | {_fmt(m.get('tlp'), 3)} |"
+                "| " + " | ".join(_fmt(m.get(c.name), c.digits) for c in columns) + " |"
             )
         parts.append("")
     return "\n".join(parts)

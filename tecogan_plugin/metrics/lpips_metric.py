@@ -86,3 +86,13 @@ class LpipsScorer:
         for kk, lin in enumerate(self.model.lins):
             val = val + lpips.spatial_average(lin((a[kk] - b[kk]) ** 2), keepdim=True)
         return val.flatten()
+
+
+def lpips_from_distance(d: torch.Tensor) -> torch.Tensor:
+    """LPIPS is the distance d(target, output) itself."""
+    return d
+
+
+def tlp_from_distances(d_target: torch.Tensor, d_output: torch.Tensor) -> torch.Tensor:
+    """tLP100: 100 |d(previous target, target) - d(previous output, output)|."""
+    return (d_target - d_output).abs() * 100.0

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prunekit.fileio import atomic_write
+from tecogan_plugin.metrics.catalog import get as metric
 
-METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100"}
-TEMPORAL = ("tof", "tlp")
+
+def _label(name: str) -> str:
+    return metric(name).label
 
 
 @dataclass
@@ -128,7 +130,7 @@ class MetricsReport:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         avail = self.available
-        writer.writerow(["sequence", "frames", *[METRIC_NAMES[m] for m in avail], *[f"n_{m}" for m in avail]])
+        writer.writerow(["sequence", "frames", *[_label(m) for m in avail], *[f"n_{m}" for m in avail]])
         for s in self.sequences:
             writer.writerow([s.name, s.n_frames, *[_fmt_csv(s.mean(m)) for m in avail], *[s.count(m) for m in avail]])
         writer.writerow(["frame_avg", "", *[_fmt_csv(self.frame_avg(m)) for m in avail], *[self.count(m) for m in avail]])
@@ -138,7 +140,7 @@ class MetricsReport:
     def format_table(self) -> str:
         """A plain-text table: one row per sequence, then the frame and sequence averages."""
         avail = self.available
-        header = ["sequence", "frames", *[METRIC_NAMES[m] for m in avail]]
+        header = ["sequence", "frames", *[_label(m) for m in avail]]
         rows = [[s.name, str(s.n_frames), *[_fmt(s.mean(m)) for m in avail]] for s in self.sequences]
         rows.append(["frame avg", str(sum(s.n_frames for s in self.sequences)), *[_fmt(self.frame_avg(m)) for m in avail]])
         rows.append(["sequence avg", "", *[_fmt(self.sequence_avg(m)) for m in avail]])
@@ -146,11 +148,11 @@ class MetricsReport:
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows]]
         lines.insert(1, "-" * len(lines[0]))
         lines.insert(len(lines) - 2, "-" * len(lines[0]))
-        counts = ", ".join(f"{METRIC_NAMES[m]} {self.count(m)}" for m in avail)
+        counts = ", ".join(f"{_label(m)} {self.count(m)}" for m in avail)
         lines.append(f"frames scored: {counts}")
         by_reason: dict[str, list[str]] = {}  # LPIPS and tLP share one reason: say it once
         for m, reason in self.unavailable.items():
-            by_reason.setdefault(reason, []).append(METRIC_NAMES[m])
+            by_reason.setdefault(reason, []).append(_label(m))
         for reason, names in by_reason.items():
             lines.append(f"{', '.join(names)}: unavailable - {reason}")
         lines.extend(self.notes)
