@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,10 @@ from prunekit.schedule.task import StepContext
 from prunekit.strategies import Calibration
 from tecogan_plugin.losses import VGGFeatureLoss, charbonnier, d_distance, d_loss, g_gan_loss, warping_loss
 from tecogan_plugin.nets import FRNet, SpatioTemporalDiscriminator
+
+if TYPE_CHECKING:
+    from tecogan_plugin.metrics.report import MetricsReport
+    from tecogan_plugin.metrics.video_metrics import VideoMetrics
 
 
 class TecoGANOptions(StrictModel):
@@ -139,8 +143,7 @@ class TecoGANTask:
 
     # ------------------------------------------------------------- model
     def build_model(self) -> FRNet:
-        o = self.opt
-        return FRNet(nf=o.nf, nb=o.nb, scale=o.scale, degradation=o.degradation)
+        return build_frnet(self.opt)
 
     def load_init(self, model: nn.Module, path: str | Path) -> nn.Module:
         """A published TecoGAN-PyTorch generator (`G_iter*.pth`); must match nf/nb/scale of the options."""
@@ -340,33 +343,51 @@ class TecoGANTask:
     # -------------------------------------------------------- evaluation
     def _test_set(self) -> list[Any]:
         if self._eval_set is None:
-            from prunekit.registry import DATASETS
-
             o = self.opt
-            self._eval_set = DATASETS.get(o.eval_data)(root=o.eval_root, split="test", degradation=o.degradation,
-                                                       scale=o.scale, sequences=o.eval_sequences)
+            self._eval_set = load_test_set(o, o.eval_data, o.eval_root, o.eval_sequences)
         return self._eval_set
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Official-protocol metrics (frame averages) of `model` on the evaluation set."""
         from tecogan_plugin.metrics.video_metrics import VideoMetrics
 
         o = self.opt
-        vm = VideoMetrics(metrics=tuple(o.eval_metrics), lpips_weights=o.lpips_weights, tof_workers=0,
-                          device=self.ctx.device)
-        try:
-            for seq in self._test_set():
-                lr = seq.lr_tensor()
-                gt = seq.gt
-                if o.eval_max_frames is not None:
-                    lr, gt = lr[: o.eval_max_frames], gt[: o.eval_max_frames]
-                pred = np.stack(list(model.infer_sequence(list(lr))))
-                vm.update(seq.name, pred, gt)
-            report = vm.compute()
-        finally:
-            vm.close()
+        with VideoMetrics(metrics=tuple(o.eval_metrics), lpips_weights=o.lpips_weights, tof_workers=0,
+                          device=self.ctx.device) as vm:
+            report = score_sequences(model, self._test_set(), vm, o.eval_max_frames)
         return {m: float(v) for m in report.available if (v := report.frame_avg(m)) is not None}
+
+
+def build_frnet(o: TecoGANOptions) -> FRNet:
+    """The dense FRNet the options describe."""
+    return FRNet(nf=o.nf, nb=o.nb, scale=o.scale, degradation=o.degradation)
+
+
+def load_test_set(o: TecoGANOptions, dataset: str, root: str | None, sequences: list[str] | None = None) -> list[Any]:
+    """The test split of a registered dataset, degraded as the options say."""
+    from prunekit.registry import DATASETS
+
+    return DATASETS.get(dataset)(root=root, split="test", degradation=o.degradation, scale=o.scale,
+                                 sequences=sequences)
+
+
+@torch.no_grad()
+def score_sequences(model: nn.Module, sequences: list[Any], metrics: "VideoMetrics", max_frames: int | None = None,
+                    on_output: Callable[[int, Any, np.ndarray, np.ndarray], None] | None = None) -> "MetricsReport":
+    """The official-protocol report of `model` on test `sequences` (their first `max_frames` frames):
+    each LR sequence is super-resolved by the model's recurrent `infer_sequence` and scored against its
+    GT by `metrics` (reset first; a caller may keep it to reuse its cached targets).
+    `on_output(index, sequence, output, gt)` sees every output sequence."""
+    metrics.reset()
+    for i, seq in enumerate(sequences):
+        lr, gt = seq.lr_tensor(), seq.gt
+        if max_frames is not None:
+            lr, gt = lr[:max_frames], gt[:max_frames]
+        pred = np.stack(list(model.infer_sequence(list(lr))))
+        metrics.update(seq.name, pred, gt)
+        if on_output is not None:
+            on_output(i, seq, pred, gt)
+    return metrics.compute()
 
 
 def _frvsr(**options: Any) -> TecoGANTask:

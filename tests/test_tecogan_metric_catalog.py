@@ -80,17 +80,16 @@ def test_eval_command_and_training_task_carry_a_registered_metric(toy, tmp_path,
 
 def test_benchmark_preset_and_report_carry_a_registered_metric(toy):
     from tecogan_plugin.bench.presets import QUICK
-    from tecogan_plugin.bench.report import flat_rows, markdown_tables
+    from tecogan_plugin.bench.report import BenchRow, flat_rows, markdown_tables
 
     assert QUICK.metrics == list(catalog.BUILTIN_NAMES)  # the quick preset's settings do not change
     preset = QUICK.model_validate({**QUICK.model_dump(), "metrics": ["psnr", "maey"]})
     assert preset.metrics == ["psnr", "maey"]
     with pytest.raises(ValueError, match="nope"):
         QUICK.model_validate({**QUICK.model_dump(), "metrics": ["nope"]})
-    row = {"key": "dense", "strategy": "dense", "finetune": "-", "width": 0.0, "latency_target": None,
-           "blocks": 10, "params_total": 10, "params_removed_total_pct": 0.0, "params_srnet": 4,
-           "params_removed_srnet_pct": 0.0, "params_fnet": 6, "params_removed_fnet_pct": 0.0, "gmacs": 1.0,
-           "flops_removed_pct": 0.0, "metrics": {"test": {"psnr": 30.0, "maey": 1.23456}}}
+    row = BenchRow(key="dense", strategy="dense", finetune="-", blocks=10, params_total=10, params_srnet=4,
+                   gmacs=1.0, train_wall_s=0.0, metrics={"test": {"psnr": 30.0, "maey": 1.23456}})
+    row = row.timed({"median_ms": 2.0, "p25_ms": 1.0, "p75_ms": 3.0, "min_ms": 1.0, "max_ms": 3.0}, 1.0, row)
     table = markdown_tables([row], "8x8")
     assert "| PSNR | SSIM | LPIPS | tOF | tLP100 | MAE-Y |" in table
     assert "| 30.000 | n/a | n/a | n/a | n/a | 1.2346 |" in table
