@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -40,6 +39,8 @@ from prunekit.errors import MissingWeightsError
 from tecogan_plugin.data.frames import list_frames, read_frame
 from tecogan_plugin.metrics import VideoMetrics
 from tecogan_plugin.metrics.lpips_metric import ALEXNET_FILE, find_alexnet
+
+from _common import machine_text
 
 H, W, CUT = 576, 720, 2
 Y_ROW = np.array([0.256788235294118, 0.504129411764706, 0.097905882352941])
@@ -195,7 +196,7 @@ def main() -> None:
         n_scored = report.count("psnr")
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+            "machine": machine_text(device),
             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
             "frames": f"{args.seqs} sequences x {args.frames} frames of {W}x{H} ({n_scored} scored) per output",
