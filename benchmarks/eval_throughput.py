@@ -36,6 +36,7 @@ import torchvision
 from skimage.metrics import structural_similarity
 
 from prunekit.errors import MissingWeightsError
+from prunekit.weights import load_weights_only
 from tecogan_plugin.data.frames import list_frames, read_frame
 from tecogan_plugin.metrics import VideoMetrics
 from tecogan_plugin.metrics.lpips_metric import ALEXNET_FILE, find_alexnet
@@ -121,7 +122,7 @@ def load_reference(backbone: Path, device: torch.device) -> lpips.LPIPS:
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
     tv = torchvision.models.alexnet(weights=None)
-    tv.load_state_dict(torch.load(backbone, weights_only=True))
+    tv.load_state_dict(load_weights_only(backbone))
     for sl in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
         for idx, child in sl.named_children():
             child.load_state_dict(tv.features[int(idx)].state_dict())

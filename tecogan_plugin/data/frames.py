@@ -9,6 +9,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -61,6 +62,21 @@ def png_info(path: str | Path, check_complete: bool = True) -> PngInfo:
 
 def _frame_key(name: str) -> int:
     return int("".join(re.findall(r"\d", name)))
+
+
+def sequence_dirs(parent: Path, sequences: Sequence[str] | None = None) -> list[Path]:
+    """The sequence folders under `parent`: the named ones (each must exist), else every sub-folder not
+    starting with "." in name order; DataError naming the folder otherwise."""
+    if sequences is None:
+        dirs = sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not dirs:
+            raise DataError(f"{parent}: no sequence folders")
+        return dirs
+    dirs = [parent / s for s in sequences]
+    for d in dirs:
+        if not d.is_dir():
+            raise DataError(f"{d}: sequence folder does not exist")
+    return dirs
 
 
 def list_frames(seq_dir: str | Path) -> list[Path]:
