@@ -132,6 +132,19 @@ def read_frame(path: str | Path) -> np.ndarray:
     return img
 
 
+def read_sized(paths: list[Path], indices: Sequence[int], height: int, width: int) -> list[np.ndarray]:
+    """Frames `indices` of a sequence whose frames are all `width` x `height` (its first frame's size);
+    DataError naming a frame of another size."""
+    out = []
+    for i in indices:
+        img = read_frame(paths[i])
+        if img.shape[:2] != (height, width):
+            raise DataError(f"{paths[i]}: frame size {img.shape[1]}x{img.shape[0]} differs from "
+                            f"{width}x{height} of {paths[0].name}")
+        out.append(img)
+    return out
+
+
 def read_sequence(seq_dir: str | Path) -> np.ndarray:
     """All frames of a sequence as (T,H,W,3) uint8. Empty folders and frames of differing size
     raise DataError naming the folder or file."""
