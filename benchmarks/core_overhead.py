@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import resource
 import statistics
 import time
@@ -27,6 +26,8 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.fileio import atomic_write
+
+from _common import machine_text
 
 
 class Block(nn.Module):
@@ -138,10 +139,10 @@ def main() -> None:
     lines = [
         "# Core overhead: analyze / plan / apply",
         "",
-        f"Measured {datetime.date.today().isoformat()} with `benchmarks/core_overhead.py` on a shared "
-        f"{os.cpu_count()}-core CPU machine without GPU ({platform.machine()}), torch {torch.__version__}, median "
-        f"of {args.repeats} runs per phase. The machine was shared with other jobs (1-minute load average "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} cores), so absolute times "
+        f"Measured {datetime.date.today().isoformat()} with `benchmarks/core_overhead.py` on a shared CPU "
+        f"machine without GPU: {machine_text()}. Median of {args.repeats} runs per phase. The machine was "
+        f"shared with other jobs (1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, "
+        f"on {os.cpu_count()} cores), so absolute times "
         "are inflated and noisy; the ratio to one dense forward pass, measured alongside, is the more portable number.",
         "",
         f"Model: EDSR-like, {args.blocks} residual blocks (nf {args.nf}, residual scale 0.1), x2 PixelShuffle tail; "

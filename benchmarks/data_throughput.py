@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,8 @@ from tecogan_plugin.data.degrade import bd_train_pair
 from tecogan_plugin.data.lmdb_store import build_lmdb
 from tecogan_plugin.data.sampler import TrainingClips
 from tecogan_plugin.data.synthetic import ensure_builtin
+
+from _common import machine_text
 
 BATCH, TEMPO, CROP = 4, 10, 128
 
@@ -136,8 +136,7 @@ def main() -> None:
             f"Measured {datetime.date.today().isoformat()} with `python benchmarks/data_throughput.py "
             f"--batches {args.batches} --train-steps {args.train_steps}`.",
             "",
-            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
-            f"(shared with other jobs while measuring), device {device}; torch {torch.__version__}.",
+            f"Machine (shared with other jobs while measuring): {machine_text(device)}.",
             f"Settings: built-in synthetic train set (8 sequences x 20 frames, 192x192), batch {BATCH}, "
             f"tempo_extent {TEMPO}, GT crop {CROP} (+2x4 px BD border = 136), reference augmentations, "
             "LR made by `bd_train_pair` on the device in the loop (as in training). "

@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -37,9 +36,12 @@ import torchvision
 from skimage.metrics import structural_similarity
 
 from prunekit.errors import MissingWeightsError
+from prunekit.weights import load_weights_only
 from tecogan_plugin.data.frames import list_frames, read_frame
 from tecogan_plugin.metrics import VideoMetrics
 from tecogan_plugin.metrics.lpips_metric import ALEXNET_FILE, find_alexnet
+
+from _common import machine_text
 
 H, W, CUT = 576, 720, 2
 Y_ROW = np.array([0.256788235294118, 0.504129411764706, 0.097905882352941])
@@ -120,7 +122,7 @@ def load_reference(backbone: Path, device: torch.device) -> lpips.LPIPS:
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
     tv = torchvision.models.alexnet(weights=None)
-    tv.load_state_dict(torch.load(backbone, weights_only=True))
+    tv.load_state_dict(load_weights_only(backbone))
     for sl in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
         for idx, child in sl.named_children():
             child.load_state_dict(tv.features[int(idx)].state_dict())
@@ -195,7 +197,7 @@ def main() -> None:
         n_scored = report.count("psnr")
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+            "machine": machine_text(device),
             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
             "frames": f"{args.seqs} sequences x {args.frames} frames of {W}x{H} ({n_scored} scored) per output",

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -35,11 +33,7 @@ from prunekit.fileio import atomic_write
 from prunekit.models import build_model
 from tecogan_plugin.fast import make_fast
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'320x134' -> (height 134, width 320): width x height, as video sizes are written."""
-    w, _, h = text.lower().partition("x")
-    return int(h), int(w)
+from _common import machine_text, parse_size
 
 
 def models() -> dict[str, torch.nn.Module]:
@@ -73,7 +67,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8, help="timed rounds (+1 warm-up round)")
     ap.add_argument("--out", default=None, help="write the Markdown table here")
     args = ap.parse_args()
-    h, w = parse_size(args.size)
+    h, w = parse_size(args.size, "WxH")
     threads = [int(t) for t in args.threads.split(",")]
     gen = torch.Generator().manual_seed(1)
     x = (torch.rand(1, 3, h, w, generator=gen), torch.rand(1, 3, h, w, generator=gen),
@@ -117,8 +111,7 @@ def main() -> None:
         "",
         f"Measured {datetime.date.today()} by `benchmarks/export_speed.py --size {args.size} --threads {args.threads} "
         f"--rounds {args.rounds}`.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} logical CPUs ({platform.processor() or 'cpu'}), "
-        f"{platform.system()} {platform.release()}; torch {torch.__version__}, onnxruntime {ort.__version__}.",
+        f"Machine: {machine_text()}; onnxruntime {ort.__version__}.",
         f"LR {w}x{h} -> HR {4 * w}x{4 * h}, batch 1, float32, random-init weights (speed does not depend on them). "
         f"{args.rounds} interleaved rounds after one warm-up round.",
         "Parity of each exported file (largest |ONNX Runtime - PyTorch| over three input sizes): "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 import torch
 
 from prunekit.schedule import run
+
+from _common import machine_info
 
 TASK = {"objective": "frvsr", "nf": 64, "nb": 10, "gt_crop": 32, "tempo_extent": 3, "calibration_lr_size": 16}
 
@@ -85,7 +86,7 @@ def main() -> None:
     ]
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), no GPU",
+        "machine": machine_info("cpu"),
         "torch": torch.__version__, "seed": args.seed, "task": TASK, "train_iters": args.train_iters,
         "finetune_iters": args.finetune_iters, "removed": plain.plan.removed,
         "same_plan": plain.plan.removed == distill.plan.removed, "rows": rows,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from typing import Any, Callable
@@ -31,10 +30,7 @@ from prunekit.surgery import remove_units
 from tecogan_plugin.fast import make_fast
 from tecogan_plugin.nets import FRNet
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w)
+from _common import machine_text, parse_size
 
 
 def time_call(run: Callable[..., Any], inputs: tuple, device: torch.device) -> tuple[float, float]:
@@ -134,7 +130,7 @@ def main() -> None:
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     settings = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(), "warmup": args.warmup, "repeats": args.repeats,
+        "machine": machine_text(), "warmup": args.warmup, "repeats": args.repeats,
         "load_avg_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if torch.cuda.is_available():

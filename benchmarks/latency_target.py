@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,10 +27,7 @@ from prunekit.latency import device_name
 from prunekit.models import build_model
 from prunekit.registry import LAYOUTS
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w)
+from _common import machine_text, parse_size
 
 
 def frames(h: int, w: int, scale: int = 4) -> tuple[torch.Tensor, ...]:
@@ -100,9 +96,8 @@ def main() -> None:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `benchmarks/latency_target.py "
         f"--plan-size {args.plan_size} --check-sizes {args.check_sizes} --keep {args.keep} --rounds {args.rounds}` "
-        f"on {device_name(torch.device('cpu'))} ({os.cpu_count()} cores, shared with other jobs; load average "
-        f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, one intra-op thread, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, Python {platform.python_version()}.",
+        f"on {device_name(torch.device('cpu'))}, shared with other jobs ({machine_text(threads=1)} at the end), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}.",
         "",
         f"Model: FRNet nf 64, nb 10, x4, random weights (seed 0), layout `tecogan.frnet.open_fnet`. Plan: "
         f"`pk.plan(frnet, graph, strategy='{args.strategy}', target=pk.LatencyRatio({args.keep}), "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +31,8 @@ from tecogan_plugin.metrics.video_metrics import VideoMetrics
 from tecogan_plugin.nets import FRNet
 from tecogan_plugin.train import TecoGANTask
 from tecogan_plugin.upsampler import replace_tail
+
+from _common import machine_info
 
 TASK = {"objective": "frvsr", "nf": 64, "nb": 10, "gt_crop": 32, "tempo_extent": 3, "calibration_lr_size": 16}
 
@@ -108,8 +109,7 @@ def main() -> None:
         results["heads"][kernel] = {"fit": fit, "fit_s": fit_s, **compare(dense, head.eval(), test),
                                     "gt_psnr": gt_psnr(head, test)}
         print(kernel, json.dumps(results["heads"][kernel]), flush=True)
-    results["meta"] = {"args": {k: str(v) for k, v in vars(args).items()}, "platform": platform.platform(),
-                       "torch": torch.__version__, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    results["meta"] = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine_info("cpu"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "subpixel_fit.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

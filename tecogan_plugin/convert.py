@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from prunekit.errors import CheckpointError
+from prunekit.weights import load_weights_only
 from tecogan_plugin.nets import FRNet, FRNetOptions, frnet_example_inputs
 
 BUILD_FILE = "frnet.json"  # FRNet options as prunekit 0.1's `convert` wrote them (read, no longer written)
@@ -33,10 +34,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises KeyError, UnpicklingError, ... on files it cannot parse
-        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc!r}") from exc
+    obj = load_weights_only(path)
     if not isinstance(obj, dict) or not obj or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):

@@ -1,5 +1,7 @@
-"""TecoGAN-PyTorch loss terms: Charbonnier, the LR warping loss, the VGG19 cosine feature loss and
-the spatio-temporal discriminator's BCE terms (reference: shared/reference/tecogan.md section 2.2)."""
+"""TecoGAN-PyTorch loss terms: Charbonnier (eps 1e-6), the LR warping loss, the VGG19 cosine feature
+loss (after relu2_2, relu3_4, relu4_4 and relu5_4, on ImageNet-normalised input) and the
+spatio-temporal discriminator's BCE-with-logits terms (the weights are the task's options:
+`tecogan_plugin.train.TecoGANOptions`)."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ class VGGFeatureLoss(nn.Module):
         from torchvision.models.vgg import cfgs, make_layers
 
         from prunekit.errors import CheckpointError, MissingWeightsError
-        from prunekit.weights import find_weights
+        from prunekit.weights import find_weights, load_weights_only
 
         try:
             file = find_weights(VGG19_FILE, weights_path, what="the VGG19 feature loss (TecoGAN objective)",
@@ -45,10 +47,7 @@ class VGGFeatureLoss(nn.Module):
         except MissingWeightsError as exc:
             raise MissingWeightsError(f"{exc} Or switch the loss off with task.options.feature_loss: false.") from None
         features = make_layers(cfgs["E"])  # torchvision's vgg19().features, without the 120M-param classifier
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt or not a torch file: torch.load's error types vary
-            raise CheckpointError(f"{file}: cannot read as a weights-only torch checkpoint ({exc!r})") from exc
+        state = load_weights_only(file, "torchvision VGG19 checkpoint")
         if not isinstance(state, dict):
             raise CheckpointError(f"{file} is not a torchvision VGG19 state_dict: got {type(state).__name__}")
         mine = {k[len("features."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("features.")}

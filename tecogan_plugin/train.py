@@ -4,17 +4,18 @@ FRVSR: Charbonnier pixel loss + LR warping loss on `tempo_extent`-frame clips. T
 sequences (0..T-1, T-2..0) with the ping-pong loss, the VGG19 cosine feature loss and the
 spatio-temporal discriminator, updated only while its real/fake log-distance is below the threshold
 (the task owns D and D's Adam; both are in its `state_dict`, so run checkpoints hold them). Loss
-weights and schedules default to TecoGAN-PyTorch's (shared/reference/tecogan.md section 2)."""
+weights default to TecoGAN-PyTorch's configs: pixel 1, warping 1, ping-pong 0.5, VGG feature 0.2,
+GAN 0.01, D updated while its distance is below 0.4, D's Adam at lr 5e-5."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, NonNegativeFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator
 from torch import nn
 
 from prunekit.config import StrictModel, validate_config
@@ -24,6 +25,10 @@ from prunekit.strategies import Calibration
 from tecogan_plugin.convert import load_published_generator
 from tecogan_plugin.losses import VGGFeatureLoss, charbonnier, d_distance, d_loss, g_gan_loss, warping_loss
 from tecogan_plugin.nets import FRNet, SpatioTemporalDiscriminator
+
+if TYPE_CHECKING:
+    from tecogan_plugin.metrics.report import MetricsReport
+    from tecogan_plugin.metrics.video_metrics import VideoMetrics
 
 
 class TecoGANOptions(StrictModel):
@@ -51,7 +56,7 @@ class TecoGANOptions(StrictModel):
     eval_root: str | None = None
     eval_sequences: list[str] | None = None
     eval_max_frames: PositiveInt | None = None
-    eval_metrics: list[Literal["psnr", "ssim", "lpips", "tof", "tlp"]] = Field(default_factory=lambda: ["psnr", "ssim"])
+    eval_metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim"])  # registered metric names
     lpips_weights: str | None = None
     # losses
     pixel_weight: NonNegativeFloat = 1.0
@@ -72,6 +77,14 @@ class TecoGANOptions(StrictModel):
     calibration_gt_crop: PositiveInt | None = None
     # pruning: open FNet to width pruning (only its 2-channel flow head stays fixed); SRNet only by default
     open_fnet: bool = False
+
+    @field_validator("eval_metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        from tecogan_plugin.metrics import catalog
+
+        catalog.check_names(v, "eval_metrics")
+        return v
 
     def uses_pingpong(self) -> bool:
         return self.pingpong if self.pingpong is not None else self.objective == "gan"
@@ -131,8 +144,7 @@ class TecoGANTask:
 
     # ------------------------------------------------------------- model
     def build_model(self) -> FRNet:
-        o = self.opt
-        return FRNet(nf=o.nf, nb=o.nb, scale=o.scale, degradation=o.degradation)
+        return build_frnet(self.opt)
 
     def load_init(self, model: nn.Module, path: str | Path) -> nn.Module:
         """A published TecoGAN-PyTorch generator (`G_iter*.pth`); must match nf/nb/scale of the options."""
@@ -330,33 +342,51 @@ class TecoGANTask:
     # -------------------------------------------------------- evaluation
     def _test_set(self) -> list[Any]:
         if self._eval_set is None:
-            from prunekit.registry import DATASETS
-
             o = self.opt
-            self._eval_set = DATASETS.get(o.eval_data)(root=o.eval_root, split="test", degradation=o.degradation,
-                                                       scale=o.scale, sequences=o.eval_sequences)
+            self._eval_set = load_test_set(o, o.eval_data, o.eval_root, o.eval_sequences)
         return self._eval_set
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Official-protocol metrics (frame averages) of `model` on the evaluation set."""
         from tecogan_plugin.metrics.video_metrics import VideoMetrics
 
         o = self.opt
-        vm = VideoMetrics(metrics=tuple(o.eval_metrics), lpips_weights=o.lpips_weights, tof_workers=0,
-                          device=self.ctx.device)
-        try:
-            for seq in self._test_set():
-                lr = seq.lr_tensor()
-                gt = seq.gt
-                if o.eval_max_frames is not None:
-                    lr, gt = lr[: o.eval_max_frames], gt[: o.eval_max_frames]
-                pred = np.stack(list(model.infer_sequence(list(lr))))
-                vm.update(seq.name, pred, gt)
-            report = vm.compute()
-        finally:
-            vm.close()
+        with VideoMetrics(metrics=tuple(o.eval_metrics), lpips_weights=o.lpips_weights, tof_workers=0,
+                          device=self.ctx.device) as vm:
+            report = score_sequences(model, self._test_set(), vm, o.eval_max_frames)
         return {m: float(v) for m in report.available if (v := report.frame_avg(m)) is not None}
+
+
+def build_frnet(o: TecoGANOptions) -> FRNet:
+    """The dense FRNet the options describe."""
+    return FRNet(nf=o.nf, nb=o.nb, scale=o.scale, degradation=o.degradation)
+
+
+def load_test_set(o: TecoGANOptions, dataset: str, root: str | None, sequences: list[str] | None = None) -> list[Any]:
+    """The test split of a registered dataset, degraded as the options say."""
+    from prunekit.registry import DATASETS
+
+    return DATASETS.get(dataset)(root=root, split="test", degradation=o.degradation, scale=o.scale,
+                                 sequences=sequences)
+
+
+@torch.no_grad()
+def score_sequences(model: nn.Module, sequences: list[Any], metrics: "VideoMetrics", max_frames: int | None = None,
+                    on_output: Callable[[int, Any, np.ndarray, np.ndarray], None] | None = None) -> "MetricsReport":
+    """The official-protocol report of `model` on test `sequences` (their first `max_frames` frames):
+    each LR sequence is super-resolved by the model's recurrent `infer_sequence` and scored against its
+    GT by `metrics` (reset first; a caller may keep it to reuse its cached targets).
+    `on_output(index, sequence, output, gt)` sees every output sequence."""
+    metrics.reset()
+    for i, seq in enumerate(sequences):
+        lr, gt = seq.lr_tensor(), seq.gt
+        if max_frames is not None:
+            lr, gt = lr[:max_frames], gt[:max_frames]
+        pred = np.stack(list(model.infer_sequence(list(lr))))
+        metrics.update(seq.name, pred, gt)
+        if on_output is not None:
+            on_output(i, seq, pred, gt)
+    return metrics.compute()
 
 
 def _frvsr(**options: Any) -> TecoGANTask:

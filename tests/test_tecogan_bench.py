@@ -130,3 +130,22 @@ def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path)
     (wide_out / "rows" / "positional-plain-w0.5-nb1.json").unlink()
     again = run_bench(wide, wide_out, progress=False)
     assert {r["key"]: r["params_total"] for r in again["rows"]} == {k: r["params_total"] for k, r in rows.items()}
+
+
+def test_benchmark_scripts_share_the_machine_description_and_size_parsing(monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    common = importlib.import_module("_common")
+    assert common.parse_size("134x320") == (134, 320) and common.parse_size("320x134", "WxH") == (134, 320)
+    for bad in ("134", "0x5", "ax5"):
+        with pytest.raises(SystemExit, match=repr(bad)):
+            common.parse_size(bad)
+    info = common.machine_info("cpu", threads=1)
+    assert info["device"] == "cpu" and info["torch_threads"] == 1 and info["cpu_count"] >= 1 and info["torch"]
+    assert "1 torch thread(s)" in common.machine_text(threads=1)
+    scripts = [p for p in (Path(__file__).parents[1] / "benchmarks").glob("*.py") if p.name != "_common.py"]
+    for script in scripts:  # one helper: no script parses sizes or describes the machine itself
+        text = script.read_text()
+        assert "def parse_size" not in text and "platform." not in text, script.name

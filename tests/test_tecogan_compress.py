@@ -13,7 +13,7 @@ import prunekit as pk
 from prunekit.errors import ConfigError
 from tecogan_plugin.bench.baselines import BicubicModel, match_latency, tp_uniform
 from tecogan_plugin.bench.presets import QUICK, Series
-from tecogan_plugin.bench.report import crop_figure, detail_box, series_label
+from tecogan_plugin.bench.report import BenchRow, crop_figure, detail_box, series_label
 from tecogan_plugin.data.degrade import bd_downsample
 from tecogan_plugin.nets import FRNet, frnet_example_inputs
 from tecogan_plugin.ops import BicubicUpsampler
@@ -49,10 +49,10 @@ def test_bad_series_are_config_errors(spec, message):
 
 
 def test_series_labels():
-    row = {"strategy": "block_influence", "finetune": "distill", "width": 0.0, "latency_target": 0.33,
-           "subpixel": 3, "blocks": 4}
+    row = BenchRow.model_construct(strategy="block_influence", finetune="distill", latency_target=0.33, subpixel=3,
+                                   blocks=4)
     assert series_label(row) == "block_influence (distill, lat0.33, subpixel k3) nb=4"
-    assert series_label({"strategy": "bicubic", "finetune": "-"}) == "bicubic"
+    assert series_label(BenchRow.model_construct(strategy="bicubic", finetune="-")) == "bicubic"
 
 
 def test_bicubic_row_samples_on_the_bd_grid():

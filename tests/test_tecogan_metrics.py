@@ -135,6 +135,29 @@ def test_frame_average_and_sequence_average_differ_on_unequal_lengths():
     assert vm.compute().sequences == []
 
 
+def test_means_are_float64_over_float32_sums_as_the_official_script():
+    """Per-frame values and each sequence's sum stay float32; the means and both averages are float64.
+    Each value below differs when the means are kept in float32."""
+    from tecogan_plugin.metrics.report import MetricsReport, SequenceScores
+
+    def scores(name, values):
+        v = np.asarray(values, dtype=np.float32)
+        return SequenceScores(name=name, n_frames=len(v) + 4, values={"psnr": v}, frames={"psnr": list(range(len(v)))})
+
+    big, one, third = scores("big", [2.0**24]), scores("one", [1.0]), scores("third", [1.0, 0.0, 0.0])
+    assert float(third.mean("psnr")) == 1 / 3  # float32 division: 0.3333333432674408
+    report = MetricsReport(("psnr",), [big, one])
+    assert float(report.frame_avg("psnr")) == 2.0**23 + 0.5  # float32 accumulation loses the 1: 2**23
+    assert float(report.sequence_avg("psnr")) == 2.0**23 + 0.5
+    # PSNR-like values: the float64 mean of the float32 sum (the float32 sum itself is kept)
+    rng = np.random.default_rng(0)
+    vals = (26 + rng.random(155)).astype(np.float32)
+    seq = scores("calendar", vals)
+    assert seq.mean("psnr") == np.float64(vals.sum()) / 155
+    assert seq.mean("psnr") != float(vals.sum() / np.float32(155))
+    assert MetricsReport(("psnr",), [seq]).to_dict()["frame_avg"]["psnr"] == np.float64(vals.sum()) / 155
+
+
 def test_tensor_path_equals_png_path(tmp_path):
     from tecogan_plugin.metrics import evaluate_folders
 

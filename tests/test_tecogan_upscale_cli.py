@@ -16,6 +16,7 @@ from tecogan_plugin.data.frames import read_frame, write_frame
 from tecogan_plugin.nets import FRNet
 from tecogan_plugin.upscale import load_generator, open_sink, open_source, upscale_frames
 from tecogan_plugin.upscale.video import MARKER_FILE
+from upscale_helpers import panning_frames, tiny_generator_file
 
 H, W = 20, 36  # neither side a multiple of 8
 
@@ -23,16 +24,11 @@ H, W = 20, 36  # neither side a multiple of 8
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny published-style generator file (bare state_dict)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_BD.pth"
-    torch.save(FRNet(nf=8, nb=2).state_dict(), path)
-    return path
+    return tiny_generator_file(tmp_path_factory.mktemp("ckpt"), nb=2)
 
 
 def frames(n: int, h: int = H, w: int = W) -> list[np.ndarray]:
-    rng = np.random.default_rng(3)
-    base = rng.integers(0, 256, (h + n, w + n, 3), dtype=np.uint8)
-    return [np.ascontiguousarray(base[i : i + h, i : i + w]) for i in range(n)]
+    return panning_frames(n, h, w, seed=3)
 
 
 def write_video(path: Path, clip: list[np.ndarray], fps: float) -> None:

@@ -13,12 +13,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 from prunekit.cli import main
 from tecogan_plugin.data.frames import read_frame, write_frame
-from tecogan_plugin.nets import FRNet
 from tecogan_plugin.upscale.video import MARKER_FILE
+from upscale_helpers import panning_frames, tiny_generator_file
 
 H, W = 16, 24
 
@@ -46,16 +45,11 @@ sys.exit(main(sys.argv[2:]))
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_BD.pth"
-    torch.save(FRNet(nf=8, nb=1).state_dict(), path)
-    return path
+    return tiny_generator_file(tmp_path_factory.mktemp("ckpt"))
 
 
 def frames(n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(9)
-    base = rng.integers(0, 256, (H + n, W + n, 3), dtype=np.uint8)
-    return [np.ascontiguousarray(base[i : i + H, i : i + W]) for i in range(n)]
+    return panning_frames(n, H, W, seed=9)
 
 
 def frame_folder(path: Path, n: int) -> Path:

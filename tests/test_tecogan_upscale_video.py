@@ -9,11 +9,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 from prunekit.cli import main
-from tecogan_plugin.nets import FRNet
 from tecogan_plugin.upscale import load_generator, open_source, upscale_frames
+from upscale_helpers import panning_frames, tiny_generator_file
 
 W, H = 32, 24
 RATE = 16000  # audio sample rate
@@ -21,16 +20,11 @@ RATE = 16000  # audio sample rate
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_BD.pth"
-    torch.save(FRNet(nf=8, nb=1).state_dict(), path)
-    return path
+    return tiny_generator_file(tmp_path_factory.mktemp("ckpt"))
 
 
 def lr_frames(n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(5)
-    base = rng.integers(0, 256, (H + n, W + n, 3), dtype=np.uint8)
-    return [np.ascontiguousarray(base[i : i + H, i : i + W]) for i in range(n)]
+    return panning_frames(n, H, W, seed=5)
 
 
 def make_clip(

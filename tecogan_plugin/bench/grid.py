@@ -8,7 +8,6 @@ what it skips)."""
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from datetime import datetime, timezone
@@ -21,19 +20,22 @@ from torch import nn
 
 from prunekit import profile
 from prunekit.checkpoint import load
+from prunekit.config import validate_config
 from prunekit.errors import ConfigError
 from prunekit.fileio import atomic_write
 from prunekit.latency import paired_ratio
-from prunekit.registry import DATASETS, STRATEGIES
+from prunekit.registry import STRATEGIES
 from prunekit.schedule import run as run_schedule
 from prunekit.schedule.logging import progress_bar
 from tecogan_plugin.bench.baselines import TP_PATHS, TP_REPLACEMENT, BicubicModel, match_latency
 from tecogan_plugin.bench.presets import TP, BenchPreset, Series
-from tecogan_plugin.bench.report import crop_figure, detail_box, markdown_tables, series_label, write_results
+from tecogan_plugin.bench.report import (BenchRow, crop_figure, detail_box, machine_info, report_markdown,
+                                         series_label, write_results)
 from tecogan_plugin.data.frames import read_frame, write_frame
 from tecogan_plugin.layout import RUNNER
 from tecogan_plugin.metrics.video_metrics import VideoMetrics
 from tecogan_plugin.nets import FRNet, frnet_example_inputs
+from tecogan_plugin.train import TecoGANOptions, build_frnet, load_test_set, score_sequences
 from tecogan_plugin.upsampler import REPLACEMENT_NAME, TAIL_PATHS, has_subpixel_head
 
 CROP = 64  # side of the HR crop shown (zoomed) in the side-by-side figure
@@ -53,6 +55,7 @@ class Bench:
         self.device = torch.device("cuda" if preset.device == "cuda" or (
             preset.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.task_options = self._task_options()
+        self.options = validate_config(TecoGANOptions, self.task_options, prefix="task.options")
         self.unavailable: dict[str, str] = {}
         self._described: dict[tuple[int, int], dict[str, Any]] = {}
         self._metrics: dict[str, VideoMetrics] = {}  # per test set, kept across models: targets cached
@@ -98,8 +101,7 @@ class Bench:
             atomic_write(path, json.dumps(current, indent=2))
 
     def build_dense(self) -> FRNet:
-        o = self.task_options
-        return FRNet(nf=o["nf"], nb=o["nb"], scale=o.get("scale", 4), degradation=o.get("degradation", "BD"))
+        return build_frnet(self.options)
 
     # ------------------------------------------------------------ schedule
     def _schedule(self, name: str, stages: list[dict[str, Any]], init: Path | None,
@@ -112,7 +114,7 @@ class Bench:
             _say(f"{name}: trained earlier, loading {final} (skipped)")
             return load(final, build=self.build_dense), json.loads(timing.read_text())["wall_s"]
         config = {
-            "task": {"name": f"tecogan.{self.task_options['objective']}",
+            "task": {"name": f"tecogan.{self.options.objective}",
                      "options": {**self.task_options, **(extra_options or {})}},
             "seed": self.preset.seed, "stages": stages, "out_dir": str(run_dir),
             "device": self.device.type, "progress": self.progress, "threads": self.preset.threads,
@@ -136,14 +138,14 @@ class Bench:
             _say(f"dense model: published generator {self.checkpoint} (no training)")
             return self._schedule("dense", [{"kind": "train", "iterations": 0}], self.checkpoint)
         if not self.finished("dense"):
-            _say(f"dense model: training nb={self.task_options['nb']} for {self.preset.train['iterations']} "
+            _say(f"dense model: training nb={self.options.nb} for {self.preset.train['iterations']} "
                  "iterations")
         return self._schedule("dense", [{"kind": "train", **self.preset.train}], None)
 
     def latency_shape(self) -> dict[str, list[int]]:
         """The input shapes latency is measured at (FRNet step inputs at the preset's LR size)."""
         h, w = self.preset.latency_lr_size
-        s = self.task_options.get("scale", 4)
+        s = self.options.scale
         return {"arg0": [1, 3, h, w], "arg1": [1, 3, h, w], "arg2": [1, 3, s * h, s * w]}
 
     def pruned(self, series: Series, blocks: int | None, dense_dir: Path) -> tuple[nn.Module, float]:
@@ -154,7 +156,7 @@ class Bench:
         if series.strategy == TP:
             # Torch-Pruning's own pruner at the uniform ratio that meets the same measured latency; a
             # replacement step of the whole FNet + SRNet, so the schedule heals it like the others
-            stage.update(strategy="positional", target={"kind": "keep_blocks", "n": self.task_options["nb"]})
+            stage.update(strategy="positional", target={"kind": "keep_blocks", "n": self.options.nb})
             replace.append({"name": TP_REPLACEMENT, "paths": list(TP_PATHS),
                             "kwargs": {"ratio": self.tp_ratio(series.latency, dense_dir)}})
         elif series.latency is not None:
@@ -215,7 +217,7 @@ class Bench:
         rounds = rounds or self.preset.latency_repeats
         _, make = resolve_runner(RUNNER)
         inputs = tuple(t.to(self.device) for t in frnet_example_inputs(self.preset.latency_lr_size,
-                                                                      scale=self.task_options.get("scale", 4)))
+                                                                      scale=self.options.scale))
         with num_threads(self.preset.threads) as threads:
             clock = pick_clock("auto", self.device, threads)
             timer = Timer(clock, self.device)
@@ -257,40 +259,31 @@ class Bench:
     # ---------------------------------------------------------- evaluation
     def test_sets(self) -> list[tuple[str, list[Any], int | None]]:
         if not hasattr(self, "_test_sets"):
-            o = self.task_options
-            self._test_sets = [
-                (e.label, DATASETS.get(e.dataset)(root=self._root(e.folder), split="test",
-                                                  degradation=o.get("degradation", "BD"), scale=o.get("scale", 4)),
-                 e.max_frames)
-                for e in self.preset.eval_sets
-            ]
+            self._test_sets = [(e.label, load_test_set(self.options, e.dataset, self._root(e.folder)), e.max_frames)
+                               for e in self.preset.eval_sets]
         return self._test_sets
 
-    @torch.no_grad()
     def evaluate(self, model: FRNet, key: str) -> dict[str, dict[str, float | None]]:
-        """Official-protocol frame averages per test set; saves this model's crop for the figure."""
+        """Official-protocol frame averages per test set (the task's scoring, with each set's targets
+        cached across models); saves this model's crop for the figure."""
         model = model.to(self.device).eval()
         results: dict[str, dict[str, float | None]] = {}
         for label, sequences, max_frames in self.test_sets():
             if label not in self._metrics:
                 self._metrics[label] = VideoMetrics(metrics=tuple(self.preset.metrics), device=self.device,
                                                     lpips_weights=self.lpips_weights, cache_targets=True)
-            metrics = self._metrics[label]
-            metrics.reset()
             bar = progress_bar(len(sequences), f"evaluate {key} on {label}", self.progress)
+            first_set = label == self.test_sets()[0][0]
+
+            def seen(i: int, seq: Any, pred: np.ndarray, gt: np.ndarray) -> None:
+                if i == 0 and first_set:
+                    self._save_crop(key, pred[len(pred) // 2], gt[len(gt) // 2])
+                bar.update(1)
+
             try:
-                for i, seq in enumerate(sequences):
-                    lr, gt = seq.lr_tensor(), seq.gt
-                    if max_frames is not None:
-                        lr, gt = lr[:max_frames], gt[:max_frames]
-                    pred = np.stack(list(model.infer_sequence(list(lr))))
-                    metrics.update(seq.name, pred, gt)
-                    if i == 0 and label == self.test_sets()[0][0]:
-                        self._save_crop(key, pred[len(pred) // 2], gt[len(gt) // 2])
-                    bar.update(1)
+                report = score_sequences(model, sequences, self._metrics[label], max_frames, seen)
             finally:
                 bar.close()
-            report = metrics.compute()
             results[label] = {m: report.frame_avg(m) if m in report.available else None for m in self.preset.metrics}
             self.unavailable.update(report.unavailable)
         return results
@@ -332,17 +325,17 @@ class Bench:
 
     # -------------------------------------------------------------- driver
     def row(self, key: str, series: Series | None, label: tuple[str, str], model: nn.Module, wall: float,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+            tp_ratio: float | None = None) -> BenchRow:
         path = self.out_dir / "rows" / f"{key}.json"
         if path.exists():
             _say(f"{key}: evaluated earlier ({path}, skipped)")
-            return json.loads(path.read_text())
+            return BenchRow.model_validate_json(path.read_text())
         _say(f"{key}: measuring size and quality")
         settings = {"width": series.width, "latency_target": series.latency, "subpixel": series.subpixel} \
-            if series is not None else {"width": 0.0, "latency_target": None, "subpixel": None}
-        row = {"key": key, "strategy": label[0], "finetune": label[1], **settings, **self.describe(model),
-               "train_wall_s": round(wall, 1), **(extra or {}), "metrics": self.evaluate(model, key)}
-        atomic_write(path, json.dumps(row, indent=2))
+            if series is not None else {}
+        row = BenchRow(key=key, strategy=label[0], finetune=label[1], **settings, **self.describe(model),
+                       train_wall_s=round(wall, 1), tp_ratio=tp_ratio, metrics=self.evaluate(model, key))
+        atomic_write(path, json.dumps(row.measured(), indent=2))
         return row
 
     def grid(self) -> list[tuple[Series, int | None]]:
@@ -350,7 +343,7 @@ class Bench:
         return [(s, b) for s in self.preset.series
                 for b in ([None] if s.latency is not None else self.preset.blocks)]
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> list[BenchRow]:
         for series in self.preset.series:  # an unknown strategy fails now, not after the dense training
             if series.strategy != TP:
                 STRATEGIES.get(series.strategy)
@@ -363,7 +356,7 @@ class Bench:
             for metrics in self._metrics.values():
                 metrics.close()
 
-    def _run_grid(self) -> list[dict[str, Any]]:
+    def _run_grid(self) -> list[BenchRow]:
         grid = self.grid()
         _say(f"preset {self.preset.name}: dense + {len(grid)} pruned models on {self.device}; output in {self.out_dir}")
         dense_model, dense_wall = self.dense()
@@ -378,7 +371,7 @@ class Bench:
             control, wall = self._schedule("dense-control", [{"kind": "train", **self.preset.finetune}], dense_dir)
             models["dense-control"] = control
             rows.append(self.row("dense-control", None, ("dense", "control"), control, wall))
-        bicubic = BicubicModel(self.task_options.get("scale", 4))
+        bicubic = BicubicModel(self.options.scale)
         models["bicubic"] = bicubic
         rows.append(self.row("bicubic", None, ("bicubic", "-"), bicubic, 0.0))
         spent: list[float] = []
@@ -391,62 +384,31 @@ class Bench:
                 _say(f"[{i}/{len(grid)}] {key}: {what} ({series.strategy}), heal: {series.finetune}{eta}")
             start = time.perf_counter()
             model, wall = self.pruned(series, blocks, dense_dir)
-            extra = {}
+            tp_ratio = None
             if series.strategy == TP:
-                extra["tp_ratio"] = json.loads((self.out_dir / "tp" / f"lat{series.latency:g}.json").read_text())["ratio"]
+                tp_ratio = json.loads((self.out_dir / "tp" / f"lat{series.latency:g}.json").read_text())["ratio"]
             models[key] = model
-            rows.append(self.row(key, series, (series.strategy, series.finetune), model, wall, extra))
+            rows.append(self.row(key, series, (series.strategy, series.finetune), model, wall, tp_ratio))
             if not done:
                 spent.append(time.perf_counter() - start)
         computed = len(spent)
         _say(f"grid: {computed} of {len(grid)} pruned models computed now, {len(grid) - computed} reused from "
              f"{self.out_dir}")
         latency = self.latencies(models)
-        dense = rows[0]
-        for r in rows:
-            r.setdefault("width", 0.0)  # rows saved before the width option
-            r.setdefault("latency_target", None)
-            r.setdefault("subpixel", None)
-            lat = latency[r["key"]]
-            r.update(latency_ms=lat["median_ms"], latency_p25_ms=lat["p25_ms"], latency_p75_ms=lat["p75_ms"],
-                     latency_min_ms=lat["min_ms"], latency_max_ms=lat["max_ms"],
-                     latency_ratio=paired_ratio(latency, r["key"], "dense"))
-            r["params_fnet"] = r["params_total"] - r["params_srnet"]  # FRNet = FNet + SRNet
-            r["params_removed_fnet_pct"] = 100 * (1 - r["params_fnet"] / dense["params_fnet"])
-            r["params_removed_total_pct"] = 100 * (1 - r["params_total"] / dense["params_total"])
-            r["params_removed_srnet_pct"] = 100 * (1 - r["params_srnet"] / dense["params_srnet"])
-            r["flops_removed_pct"] = 100 * (1 - r["gmacs"] / dense["gmacs"])
-        return rows
+        return [r.timed(latency[r.key], paired_ratio(latency, r.key, "dense"), rows[0]) for r in rows]
 
-    def montage(self, rows: list[dict[str, Any]]) -> None:
+    def montage(self, rows: list[BenchRow]) -> None:
         crops = self.out_dir / "crops"
         if not (crops / "gt.png").exists():
             return
-        items = [(series_label(r), read_frame(crops / f"{r['key']}.png")) for r in rows
-                 if (crops / f"{r['key']}.png").exists()]
+        items = [(series_label(r), read_frame(crops / f"{r.key}.png")) for r in rows
+                 if (crops / f"{r.key}.png").exists()]
         crop_figure(read_frame(crops / "gt.png"), items, self.out_dir / "crops.png")
 
 
 def _clock(seconds: float) -> str:
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes} min {sec:02d} s" if minutes else f"{sec} s"
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    import importlib.metadata as md
-    import os
-
-    info = {
-        "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "device": str(device),
-        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-    }
-    for pkg in ("prunekit", "torch", "torch-pruning", "fvcore", "lpips", "opencv-python-headless", "scikit-image"):
-        try:
-            info[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            info[pkg] = None
-    return info
 
 
 def run_bench(preset: BenchPreset, out_dir: str | Path, *, data_root: str | Path | None = None,
@@ -463,7 +425,7 @@ def run_bench(preset: BenchPreset, out_dir: str | Path, *, data_root: str | Path
         "settings": bench.settings(), "machine": machine_info(bench.device),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_s_this_invocation": round(time.perf_counter() - start, 1),
-        "wall_s_training_total": round(sum(r["train_wall_s"] for r in rows), 1),
+        "wall_s_training_total": round(sum(r.train_wall_s for r in rows), 1),
         "flops_convention": (f"MACs (one multiply-add = 1) per frame at LR {preset.flops_lr_size[0]}x"
                              f"{preset.flops_lr_size[1]}, ConvTranspose counted at input resolution, bicubic/"
                              "bilinear/grid_sample and element-wise ops included (prunekit.profile)"),
@@ -479,33 +441,4 @@ def run_bench(preset: BenchPreset, out_dir: str | Path, *, data_root: str | Path
     size = f"{preset.flops_lr_size[0]}x{preset.flops_lr_size[1]}"
     atomic_write(out / "report.md", report_markdown(rows, meta, size))
     _say(f"done: {out / 'report.md'}")
-    return {"rows": rows, "meta": meta}
-
-
-def report_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], flops_size: str) -> str:
-    m = meta["machine"]
-    lines = [
-        f"# TecoGAN pruning benchmark — preset `{meta['preset']}`",
-        "",
-        meta["description"],
-        "",
-        f"- machine: {m['platform']}, {m['cpu_count']} CPU cores, device {m['device']}"
-        + (f" ({m['gpu']})" if m.get("gpu") else ""),
-        f"- software: prunekit {m['prunekit']}, torch {m['torch']}, torch-pruning {m['torch-pruning']}, "
-        f"fvcore {m['fvcore']}, opencv {m['opencv-python-headless']}, scikit-image {m['scikit-image']}",
-        f"- seed {meta['seed']}; training/fine-tuning wall time {meta['wall_s_training_total']} s in total; "
-        f"finished {meta['finished']}",
-        f"- FLOPs: {meta['flops_convention']}",
-        f"- latency: {meta['latency']}",
-        "- quality: official TecoGAN protocol (2 frames cut at each end, crop_8x8 border), frame averages",
-        "- `dense / control`: the dense model trained for the healing budget more, i.e. the same total training "
-        "as the healed rows; compare healed models with it, not only with `dense`",
-    ]
-    reasons: dict[str, list[str]] = {}
-    for metric, why in meta.get("unavailable_metrics", {}).items():
-        reasons.setdefault(why, []).append(metric)
-    for why, metrics in reasons.items():
-        lines.append(f"- {', '.join(metrics)}: unavailable — {why}")
-    lines += ["", markdown_tables(rows, flops_size), "", "![Pareto](pareto_" +
-              next(iter(rows[0]["metrics"])) + ".png)", "", "![crops](crops.png)", ""]
-    return "\n".join(lines)
+    return {"rows": [r.record() for r in rows], "meta": meta}

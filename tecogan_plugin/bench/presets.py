@@ -14,6 +14,7 @@ from pydantic import Field, PositiveInt, field_validator, model_serializer
 
 from prunekit.config import StrictModel
 from prunekit.errors import ConfigError
+from tecogan_plugin.metrics import catalog
 
 FINETUNE_MODES = ("none", "plain", "distill")
 
@@ -132,13 +133,19 @@ class BenchPreset(StrictModel):
     blocks: list[int] = Field(default_factory=lambda: [9, 7, 5, 3, 1])
     series: list[Series]
     eval_sets: list[EvalSet]
-    metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim", "lpips", "tof", "tlp"])
+    metrics: list[str] = Field(default_factory=lambda: list(catalog.BUILTIN_NAMES))  # registered metric names
     flops_lr_size: tuple[int, int] = (134, 320)
     latency_lr_size: tuple[int, int] = (134, 320)
     latency_repeats: PositiveInt = 5  # interleaved rounds over all models (fast path), after one warm-up
     tp_bisection_steps: PositiveInt = 7
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: PositiveInt | None = None  # torch CPU threads; fixed for reproducible CPU numbers
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        catalog.check_names(v, "metrics")
+        return v
 
     @field_validator("blocks")
     @classmethod
@@ -200,10 +207,7 @@ SMOKE = BenchPreset(
         "iterations on the built-in videos, healed 10 iterations, latency timed at LR 64x96. Its numbers mean "
         "nothing; it runs every kind of series end to end (e.g. benchmarks/compression_study.sh smoke)."
     ),
-    task={
-        "objective": "frvsr", "nf": 32, "nb": 4, "gt_crop": 32, "tempo_extent": 3, "calibration_lr_size": 16,
-        "train_data": "builtin", "eval_data": "builtin", "eval_metrics": ["psnr"],
-    },
+    task={**QUICK.task, "nf": 32, "nb": 4},  # quick's built-in CPU setting, on a narrow FRNet
     train={"iterations": 40, "batch": 2, "optimizer": {"lr": 1e-3}},
     finetune={"iterations": 10, "batch": 2, "optimizer": {"lr": 5e-4}},
     calibration=4,

@@ -9,6 +9,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -63,6 +64,21 @@ def _frame_key(name: str) -> int:
     return int("".join(re.findall(r"\d", name)))
 
 
+def sequence_dirs(parent: Path, sequences: Sequence[str] | None = None) -> list[Path]:
+    """The sequence folders under `parent`: the named ones (each must exist), else every sub-folder not
+    starting with "." in name order; DataError naming the folder otherwise."""
+    if sequences is None:
+        dirs = sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not dirs:
+            raise DataError(f"{parent}: no sequence folders")
+        return dirs
+    dirs = [parent / s for s in sequences]
+    for d in dirs:
+        if not d.is_dir():
+            raise DataError(f"{d}: sequence folder does not exist")
+    return dirs
+
+
 def list_frames(seq_dir: str | Path) -> list[Path]:
     """The frames of a sequence, as the official metrics.py lists them: files ending in `.png`
     (case-sensitive) whose name does not start with "IB", sorted by the integer formed by all the
@@ -114,6 +130,19 @@ def read_frame(path: str | Path) -> np.ndarray:
     if done:
         warnings.warn(f"{path}: {info.mode} {info.bit_depth}-bit PNG: " + "; ".join(done), stacklevel=2)
     return img
+
+
+def read_sized(paths: list[Path], indices: Sequence[int], height: int, width: int) -> list[np.ndarray]:
+    """Frames `indices` of a sequence whose frames are all `width` x `height` (its first frame's size);
+    DataError naming a frame of another size."""
+    out = []
+    for i in indices:
+        img = read_frame(paths[i])
+        if img.shape[:2] != (height, width):
+            raise DataError(f"{paths[i]}: frame size {img.shape[1]}x{img.shape[0]} differs from "
+                            f"{width}x{height} of {paths[0].name}")
+        out.append(img)
+    return out
 
 
 def read_sequence(seq_dir: str | Path) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from prunekit.errors import DataError
 from prunekit.fileio import atomic_dir, check_output
-from tecogan_plugin.data.frames import list_frames, png_info, read_frame
+from tecogan_plugin.data.frames import list_frames, png_info, read_frame, sequence_dirs
 
 __all__ = ["build_lmdb", "LmdbFrames", "frame_key", "parse_key", "sequence_folders"]
 
@@ -39,18 +39,7 @@ def sequence_folders(src_root: str | Path, sequences: Sequence[str] | None = Non
     root = Path(src_root)
     if not root.is_dir():
         raise DataError(f"{root}: source root does not exist")
-    if (root / "GT").is_dir():
-        root = root / "GT"
-    if sequences is not None:
-        dirs = [root / s for s in sequences]
-        for d in dirs:
-            if not d.is_dir():
-                raise DataError(f"{d}: sequence folder does not exist")
-        return dirs
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not dirs:
-        raise DataError(f"{root}: no sequence folders")
-    return dirs
+    return sequence_dirs(root / "GT" if (root / "GT").is_dir() else root, sequences)
 
 
 def build_lmdb(src_root: str | Path, out_path: str | Path, sequences: Sequence[str] | None = None,

@@ -14,7 +14,7 @@ import torch
 
 from prunekit.errors import DataError
 from tecogan_plugin.data.degrade import bd_downsample
-from tecogan_plugin.data.frames import list_frames, png_info, read_frames
+from tecogan_plugin.data.frames import list_frames, png_info, read_frames, sequence_dirs
 
 __all__ = [
     "VideoSequence",
@@ -127,19 +127,6 @@ def _open_sequence(gt_dir: Path, lr_dir: Path | None, scale: int, degradation: s
     return VideoSequence(gt_dir.name, gt_paths, lr_paths, scale=scale, degradation=degradation)
 
 
-def _sequence_dirs(parent: Path, sequences: Sequence[str] | None) -> list[Path]:
-    if sequences is None:
-        dirs = sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not dirs:
-            raise DataError(f"{parent}: no sequence folders")
-        return dirs
-    dirs = [parent / s for s in sequences]
-    for d in dirs:
-        if not d.is_dir():
-            raise DataError(f"{d}: sequence folder does not exist")
-    return dirs
-
-
 def open_test_set(
     root: str | Path,
     degradation: str = "BD",
@@ -164,7 +151,7 @@ def open_test_set(
             raise DataError(f"{lr_root}: BI needs pre-computed LR frames (MATLAB bicubic); folder missing")
         lr_root = None
     out = []
-    for gt_dir in _sequence_dirs(gt_root, sequences):
+    for gt_dir in sequence_dirs(gt_root, sequences):
         lr_dir = None if lr_root is None else lr_root / gt_dir.name
         out.append(_open_sequence(gt_dir, lr_dir, scale, deg, min_frames))
     return out
@@ -183,7 +170,7 @@ def open_folder(
         raise DataError(f"{root}: dataset root does not exist")
     if (root / "GT").is_dir():
         return open_test_set(root, "BD", scale, sequences, min_frames)
-    return [_open_sequence(d, None, scale, "BD", min_frames) for d in _sequence_dirs(root, sequences)]
+    return [_open_sequence(d, None, scale, "BD", min_frames) for d in sequence_dirs(root, sequences)]
 
 
 def reds_split(split: str) -> list[str]:
@@ -210,4 +197,4 @@ def open_reds(
     raw = root / "Raw"
     if not raw.is_dir():
         raise DataError(f"{raw}: no Raw folder (expected <root>/Raw/000..269/*.png)")
-    return [_open_sequence(d, None, scale, "BD", min_frames) for d in _sequence_dirs(raw, sequences or reds_split(split))]
+    return [_open_sequence(d, None, scale, "BD", min_frames) for d in sequence_dirs(raw, sequences or reds_split(split))]

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from prunekit.errors import DataError
 from tecogan_plugin.data.degrade import bd_border
-from tecogan_plugin.data.frames import list_frames, png_info, read_frame
+from tecogan_plugin.data.frames import list_frames, png_info, read_sized
 from tecogan_plugin.data.lmdb_store import LmdbFrames, sequence_folders
 
 __all__ = ["FrameSource", "FolderFrames", "open_source", "TrainingClips", "reflect_index"]
@@ -45,15 +45,8 @@ class FolderFrames:
             self.sequences[d.name] = (len(paths), info.height, info.width)
 
     def frames(self, seq: str, indices: Sequence[int]) -> list[np.ndarray]:
-        t, h, w = self.sequences[seq]
-        out = []
-        for i in indices:
-            img = read_frame(self.paths[seq][i])
-            if img.shape[:2] != (h, w):
-                raise DataError(f"{self.paths[seq][i]}: frame size {img.shape[1]}x{img.shape[0]} differs from "
-                                f"{w}x{h} of {self.paths[seq][0].name}")
-            out.append(img)
-        return out
+        _, h, w = self.sequences[seq]
+        return read_sized(self.paths[seq], indices, h, w)
 
 
 def open_source(source, sequences: Sequence[str] | None = None, lr: bool = False, scale: int = 4) -> FrameSource:

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from prunekit.errors import DataError
-from tecogan_plugin.data.frames import list_frames, png_info, read_frame
+from tecogan_plugin.data.frames import list_frames, png_info, read_sized
 from tecogan_plugin.data.sampler import TrainingClips, reflect_index
 
 ROLES = ("lr", "hr")
@@ -98,14 +98,7 @@ class FootageFrames:
         if seq in self._decoded:
             return [self._decoded[seq][i] for i in indices]
         _, h, w = self.sequences[seq]
-        out = []
-        for i in indices:
-            img = read_frame(self._paths[seq][i])
-            if img.shape[:2] != (h, w):
-                raise DataError(f"{self._paths[seq][i]}: frame size {img.shape[1]}x{img.shape[0]} differs from "
-                                f"{w}x{h} of {self._paths[seq][0].name}")
-            out.append(img)
-        return out
+        return read_sized(self._paths[seq], indices, h, w)
 
 
 class LRClips(Dataset):

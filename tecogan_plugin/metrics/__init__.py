@@ -14,6 +14,7 @@ _PUBLIC = {
     "MetricsReport": "tecogan_plugin.metrics.report",
     "SequenceScores": "tecogan_plugin.metrics.report",
     "evaluate_folders": "tecogan_plugin.metrics.folders",
+    "Metric": "tecogan_plugin.metrics.catalog",
 }
 __all__ = [*_PUBLIC, "register"]
 
@@ -25,7 +26,9 @@ def __getattr__(name: str):
 
 
 def register(registries) -> None:
-    """Add the `tecogan.video` evaluator (the `prunekit eval` command is listed in tecogan_plugin.plugin)."""
+    """The metric descriptors (registered by `catalog` on import) and the `tecogan.video` evaluator class
+    (the `prunekit eval` command is listed in tecogan_plugin.plugin)."""
+    import tecogan_plugin.metrics.catalog  # noqa: F401  (registers the descriptors)
     from tecogan_plugin.metrics.video_metrics import VideoMetrics
 
     registries.evaluators.register("tecogan.video", VideoMetrics)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prunekit.errors import OutputError
 from prunekit.fileio import check_output
+from tecogan_plugin.metrics import catalog
 from tecogan_plugin.metrics.folders import evaluate_folders
 
 
@@ -14,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", required=True, help="folder of output sequences (one sub-folder of PNGs each)")
     p.add_argument("--gt", required=True, help="folder of target sequences, same sub-folder names")
     p.add_argument("--sequences", help="comma-separated sequence names (default: every sub-folder of --gt)")
-    p.add_argument("--metrics", default="psnr,ssim,lpips,tof,tlp", help="comma-separated subset (default: all)")
+    p.add_argument("--metrics", help=f"comma-separated subset of {','.join(catalog.names())} (default: all)")
     p.add_argument("--lpips-weights", help="torchvision alexnet-owt-7be5be79.pth (file or folder); default: torch hub cache")
     p.add_argument("--require-lpips", action="store_true", help="fail if the LPIPS backbone weights are missing")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         args.pred,
         args.gt,
         sequences=[s for s in args.sequences.split(",") if s] if args.sequences else None,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None,
         lpips_weights=args.lpips_weights,
         require_lpips=args.require_lpips,
         device=args.device,

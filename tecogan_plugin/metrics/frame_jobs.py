@@ -11,39 +11,41 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 import cv2
 import numpy as np
 
+from tecogan_plugin.metrics.catalog import Metric
 from tecogan_plugin.metrics.protocol import crop_8x8, rgb_to_y
-from tecogan_plugin.metrics.psnr import psnr_from_y
-from tecogan_plugin.metrics.ssim import ssim_from_y
-from tecogan_plugin.metrics.tof import cropped_flow, grey, tof_from_flows
+from tecogan_plugin.metrics.tof import cropped_flow, grey
 
 
 def chunk_metrics(
-    gt: np.ndarray, pred: np.ndarray, metrics: tuple[str, ...], with_prev: bool,
+    gt: np.ndarray, pred: np.ndarray, metrics: tuple[Metric, ...], with_prev: bool,
     gt_flows: list[np.ndarray] | None = None, keep_gt_flows: bool = False,
 ) -> tuple[dict[str, list[float]], list[np.ndarray] | None]:
     """Metrics of the frames of (K,H,W,3) uint8 chunks, and the target's cropped flows if asked.
 
     With `with_prev`, frame 0 is the previous evaluated frame and serves only as the start of the
-    first flow; otherwise the first frame gets spatial metrics and no tOF (it opens the sequence).
-    `metrics` is a subset of ("psnr", "ssim", "tof"). `gt_flows` (K-1 cropped target flows from an
-    earlier evaluation against the same target) replace computing them; `keep_gt_flows` returns them."""
-    out: dict[str, list[float]] = {m: [] for m in metrics}
+    first flow; otherwise the first frame gets spatial metrics and no temporal ones (it opens the
+    sequence). `metrics` are descriptors of source `flow` or `y` (catalog). `gt_flows` (K-1 cropped
+    target flows from an earlier evaluation against the same target) replace computing them;
+    `keep_gt_flows` returns them."""
+    out: dict[str, list[float]] = {m.name: [] for m in metrics}
     first = 1 if with_prev else 0
-    if "tof" in metrics:
+    on_flows = [(m.name, m.frame_fn()) for m in metrics if m.source == "flow"]
+    on_y = [(m.name, m.frame_fn()) for m in metrics if m.source == "y"]
+    if on_flows:
         if gt_flows is None:
             greys_gt = [grey(f) for f in gt]
             gt_flows = [cropped_flow(greys_gt[j - 1], greys_gt[j]) for j in range(1, len(gt))]
         greys_pred = [grey(f) for f in pred]
         for j in range(1, len(gt)):
-            out["tof"].append(tof_from_flows(gt_flows[j - 1], cropped_flow(greys_pred[j - 1], greys_pred[j])))
-    if "psnr" in metrics or "ssim" in metrics:
+            pred_flow = cropped_flow(greys_pred[j - 1], greys_pred[j])
+            for name, fn in on_flows:
+                out[name].append(fn(gt_flows[j - 1], pred_flow))
+    if on_y:
         for j in range(first, len(gt)):
             y_gt, y_pred = rgb_to_y(crop_8x8(gt[j])), rgb_to_y(crop_8x8(pred[j]))
-            if "psnr" in metrics:
-                out["psnr"].append(psnr_from_y(y_gt, y_pred))
-            if "ssim" in metrics:
-                out["ssim"].append(ssim_from_y(y_gt, y_pred))
-    return out, (gt_flows if keep_gt_flows and "tof" in metrics else None)
+            for name, fn in on_y:
+                out[name].append(fn(y_gt, y_pred))
+    return out, (gt_flows if keep_gt_flows and on_flows else None)
 
 
 def _init_worker() -> None:

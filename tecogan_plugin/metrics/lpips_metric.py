@@ -18,7 +18,7 @@ import torch
 import torchvision
 
 from prunekit.errors import CheckpointError
-from prunekit.weights import find_weights
+from prunekit.weights import find_weights, load_weights_only
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
@@ -33,10 +33,7 @@ def find_alexnet(path: str | os.PathLike | None = None):
 
 
 def _load_trunk(model: lpips.LPIPS, file) -> None:
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or not a torch file: torch.load's error types vary
-        raise CheckpointError(f"{file}: cannot read as a weights-only torch checkpoint ({exc!r})") from exc
+    state = load_weights_only(file, "torchvision AlexNet checkpoint")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     reference = torchvision.models.alexnet(weights=None)
@@ -86,3 +83,13 @@ class LpipsScorer:
         for kk, lin in enumerate(self.model.lins):
             val = val + lpips.spatial_average(lin((a[kk] - b[kk]) ** 2), keepdim=True)
         return val.flatten()
+
+
+def lpips_from_distance(d: torch.Tensor) -> torch.Tensor:
+    """LPIPS is the distance d(target, output) itself."""
+    return d
+
+
+def tlp_from_distances(d_target: torch.Tensor, d_output: torch.Tensor) -> torch.Tensor:
+    """tLP100: 100 |d(previous target, target) - d(previous output, output)|."""
+    return (d_target - d_output).abs() * 100.0

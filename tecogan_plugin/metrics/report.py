@@ -1,12 +1,13 @@
 """Results of an evaluation: per-frame values per sequence and the two dataset averages, as a
 table, JSON and CSV.
 
-Averages follow the official arithmetic: per-frame values are stored as float32; a sequence's sum
-is the float32 sum of its values and its mean that sum over its count; the "frame average" (the
-"total avg" that published tables use) accumulates the sequences' sums and divides by the total
-count; the "sequence average" ("folder avg") accumulates the sequences' means and divides by the
-number of sequences. The accumulation uses the same numpy scalar types as the official script, so
-the rounding is the same."""
+Averages follow the official arithmetic: per-frame values are stored as float32 and a sequence's
+sum is the float32 sum of its values; from there on everything is float64, as in the official script
+(whose numpy promoted a float32 scalar combined with a Python number to float64): a sequence's mean
+is its sum over its count; the "frame average" (the "total avg" that published tables use)
+accumulates the sequences' sums and divides by the total count; the "sequence average" ("folder
+avg") accumulates the sequences' means and divides by the number of sequences. (Keeping the means in
+float32, as NumPy 2 would, moves PSNR means by up to about 2e-6 dB.)"""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prunekit.fileio import atomic_write
+from tecogan_plugin.metrics.catalog import get as metric
 
-METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "tof": "tOF", "tlp": "tLP100"}
-TEMPORAL = ("tof", "tlp")
+
+def _label(name: str) -> str:
+    return metric(name).label
 
 
 @dataclass
@@ -34,14 +37,15 @@ class SequenceScores:
     values: dict[str, np.ndarray]
     frames: dict[str, list[int]]
 
-    def sum(self, metric: str):
-        return self.values[metric].sum()
+    def sum(self, metric: str) -> float:
+        """The float32 sum of the per-frame values (numpy's pairwise summation), as a float64."""
+        return float(self.values[metric].sum())
 
     def count(self, metric: str) -> int:
         return int(self.values[metric].shape[0])
 
     def mean(self, metric: str) -> float | None:
-        """float32 sum / count; None when the sequence has no value for this metric."""
+        """float64 sum / count; None when the sequence has no value for this metric."""
         n = self.count(metric)
         return None if n == 0 else self.sum(metric) / n
 
@@ -71,22 +75,22 @@ class MetricsReport:
 
     def frame_avg(self, metric: str) -> float | None:
         """Sum over all frames of all sequences / total count ("total avg")."""
-        total, n = 0, 0
+        total, n = 0.0, 0
         for s in self.sequences:
             total += s.sum(metric)
             n += s.count(metric)
-        return None if n == 0 else float(total / n)
+        return None if n == 0 else total / n
 
     def sequence_avg(self, metric: str) -> float | None:
         """Mean of the per-sequence means ("folder avg"); sequences without a value (too short for
         a temporal metric) are left out rather than turning the average into NaN."""
-        total, n = 0, 0
+        total, n = 0.0, 0
         for s in self.sequences:
             m = s.mean(metric)
             if m is not None:
                 total += m
                 n += 1
-        return None if n == 0 else float(total / n)
+        return None if n == 0 else total / n
 
     def to_dict(self) -> dict:
         def num(v) -> float | None:
@@ -126,7 +130,7 @@ class MetricsReport:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         avail = self.available
-        writer.writerow(["sequence", "frames", *[METRIC_NAMES[m] for m in avail], *[f"n_{m}" for m in avail]])
+        writer.writerow(["sequence", "frames", *[_label(m) for m in avail], *[f"n_{m}" for m in avail]])
         for s in self.sequences:
             writer.writerow([s.name, s.n_frames, *[_fmt_csv(s.mean(m)) for m in avail], *[s.count(m) for m in avail]])
         writer.writerow(["frame_avg", "", *[_fmt_csv(self.frame_avg(m)) for m in avail], *[self.count(m) for m in avail]])
@@ -136,7 +140,7 @@ class MetricsReport:
     def format_table(self) -> str:
         """A plain-text table: one row per sequence, then the frame and sequence averages."""
         avail = self.available
-        header = ["sequence", "frames", *[METRIC_NAMES[m] for m in avail]]
+        header = ["sequence", "frames", *[_label(m) for m in avail]]
         rows = [[s.name, str(s.n_frames), *[_fmt(s.mean(m)) for m in avail]] for s in self.sequences]
         rows.append(["frame avg", str(sum(s.n_frames for s in self.sequences)), *[_fmt(self.frame_avg(m)) for m in avail]])
         rows.append(["sequence avg", "", *[_fmt(self.sequence_avg(m)) for m in avail]])
@@ -144,11 +148,11 @@ class MetricsReport:
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows]]
         lines.insert(1, "-" * len(lines[0]))
         lines.insert(len(lines) - 2, "-" * len(lines[0]))
-        counts = ", ".join(f"{METRIC_NAMES[m]} {self.count(m)}" for m in avail)
+        counts = ", ".join(f"{_label(m)} {self.count(m)}" for m in avail)
         lines.append(f"frames scored: {counts}")
         by_reason: dict[str, list[str]] = {}  # LPIPS and tLP share one reason: say it once
         for m, reason in self.unavailable.items():
-            by_reason.setdefault(reason, []).append(METRIC_NAMES[m])
+            by_reason.setdefault(reason, []).append(_label(m))
         for reason, names in by_reason.items():
             lines.append(f"{', '.join(names)}: unavailable - {reason}")
         lines.extend(self.notes)

@@ -14,8 +14,10 @@ from concurrent.futures import Executor, Future
 import numpy as np
 import torch
 
+from prunekit.device import resolve_device
 from prunekit.errors import ConfigError, DataError, MissingWeightsError
-from tecogan_plugin.metrics.device_ops import psnr_y_torch, quantize, ssim_y_torch
+from tecogan_plugin.metrics import catalog
+from tecogan_plugin.metrics.device_ops import quantize
 from tecogan_plugin.metrics.frame_jobs import InlineExecutor, chunk_metrics, make_pool, warm_up
 from tecogan_plugin.metrics.lpips_metric import LpipsScorer, find_alexnet
 from tecogan_plugin.metrics.protocol import (
@@ -26,10 +28,14 @@ from tecogan_plugin.metrics.protocol import (
     crop_8x8_box,
     crop_8x8_nchw,
 )
-from tecogan_plugin.metrics.report import METRIC_NAMES, TEMPORAL, MetricsReport, SequenceScores
+from tecogan_plugin.metrics.report import MetricsReport, SequenceScores
 from tecogan_plugin.metrics.target_cache import TargetCache, fingerprint
 
-ALL_METRICS = ("psnr", "ssim", "lpips", "tof", "tlp")
+
+def __getattr__(name: str):
+    if name == "ALL_METRICS":  # every registered metric (catalog), read when asked: plugins may add some
+        return catalog.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _as_uint8(x, what: str, name: str) -> tuple[np.ndarray, torch.Tensor]:
@@ -53,19 +59,6 @@ def _as_uint8(x, what: str, name: str) -> tuple[np.ndarray, torch.Tensor]:
     raise DataError(f"sequence {name!r}: {what} must be a numpy uint8 array or a float tensor, got {type(x).__name__}")
 
 
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> CUDA when available, else CPU; an unknown device or CUDA without CUDA is a ConfigError."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device: unknown device {str(device)!r} (expected cpu or cuda)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here")
-    return dev
-
 class VideoMetrics:
     """Official-protocol video metrics over many sequences.
 
@@ -84,7 +77,7 @@ class VideoMetrics:
 
     def __init__(
         self,
-        metrics: tuple[str, ...] = ALL_METRICS,
+        metrics: tuple[str, ...] | None = None,
         lpips_weights: str | os.PathLike | None = None,
         require_lpips: bool = False,
         device: str | torch.device | None = None,
@@ -94,13 +87,11 @@ class VideoMetrics:
         chunk_frames: int | None = None,
         cache_targets: bool = False,
     ) -> None:
-        unknown = [m for m in metrics if m not in ALL_METRICS]
-        if unknown or not metrics:
-            raise ConfigError(f"metrics: unknown {unknown} (choose from {', '.join(ALL_METRICS)})")
+        self.metrics = catalog.names() if metrics is None else catalog.check_names(metrics)
+        self._specs = [catalog.get(m) for m in self.metrics]
         if tof_workers < 0 or cut_frames < 0 or max_crop < 0:
             raise ConfigError(f"tof_workers, cut_frames and max_crop must be >= 0, got {tof_workers}, {cut_frames}, {max_crop}")
-        self.metrics = tuple(m for m in ALL_METRICS if m in metrics)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.cut_frames = cut_frames
         self.max_crop = max_crop
         self.tof_workers = tof_workers
@@ -109,7 +100,7 @@ class VideoMetrics:
         self.cache_targets = cache_targets
         self._targets: dict[str, TargetCache] = {}
         self._lpips: LpipsScorer | None = None
-        wants_lpips = [m for m in ("lpips", "tlp") if m in self.metrics]
+        wants_lpips = [m.name for m in self._specs if m.source == "lpips"]
         if wants_lpips:
             try:
                 backbone = find_alexnet(lpips_weights)
@@ -121,7 +112,7 @@ class VideoMetrics:
                 self._lpips = LpipsScorer(backbone, self.device)
         self._pool: Executor | None = None
         self._sequences: list[SequenceScores] = []
-        if self.tof_workers > 0 and any(m in self.metrics for m in ("psnr", "ssim", "tof")):
+        if self.tof_workers > 0 and any(m.runs_on == "cpu" for m in self._specs):
             # Start the workers now, while this process is small, so the first update does not wait.
             self._pool = make_pool(self.tof_workers)
             for _ in range(self.tof_workers):
@@ -147,7 +138,7 @@ class VideoMetrics:
         pred_t, gt_t = pred_t[sl, :, :h, :w], gt_t[sl, :, :h, :w]
 
         on_device = self.device.type == "cuda"
-        cpu_metrics = tuple(m for m in ("psnr", "ssim", "tof") if m in self.metrics and not (on_device and m != "tof"))
+        cpu_metrics = tuple(m for m in self._specs if m.runs_on == "cpu" and not (on_device and m.batched))
         target = self._target(name, gt_np)
         futures = self._submit(cpu_metrics, gt_np, pred_np, target)
         values: dict[str, list] = {m: [] for m in self.metrics if m not in self.unavailable}
@@ -168,7 +159,7 @@ class VideoMetrics:
             name=name,
             n_frames=n_frames,
             values={m: np.asarray(v, dtype=np.float32) for m, v in values.items()},
-            frames={m: frames[1:] if m in TEMPORAL else frames for m in values},
+            frames={m: frames[1:] if catalog.get(m).temporal else frames for m in values},
         )
         self._sequences.append(scores)
         return scores
@@ -177,10 +168,11 @@ class VideoMetrics:
         """The report over every sequence added since the last reset."""
         notes = []
         short = [s.name for s in self._sequences if s.n_frames == 2 * self.cut_frames + 1]
-        if short and any(m in self.metrics for m in TEMPORAL):
+        temporal = [m.label for m in self._specs if m.temporal]
+        if short and temporal:
             notes.append(
                 f"{', '.join(short)}: {2 * self.cut_frames + 1} frames leave one evaluated frame, so no "
-                f"{'/'.join(METRIC_NAMES[m] for m in TEMPORAL if m in self.metrics)} value; left out of those averages"
+                f"{'/'.join(temporal)} value; left out of those averages"
             )
         return MetricsReport(self.metrics, list(self._sequences), dict(self.unavailable), notes)
 
@@ -221,12 +213,12 @@ class VideoMetrics:
             cached = self._targets[name] = TargetCache(key)
         return cached
 
-    def _submit(self, cpu_metrics: tuple[str, ...], gt: np.ndarray, pred: np.ndarray,
+    def _submit(self, cpu_metrics: tuple[catalog.Metric, ...], gt: np.ndarray, pred: np.ndarray,
                 target: TargetCache | None) -> list[Future]:
         """Send chunks of frames to the pool; chunk k > 0 carries the frame before it for tOF."""
         if not cpu_metrics:
             return []
-        reuse = target is not None and target.complete and "tof" in cpu_metrics
+        reuse = target is not None and target.complete and any(m.source == "flow" for m in cpu_metrics)
         if self._pool is None:
             self._pool = make_pool(self.tof_workers) if self.tof_workers > 0 else InlineExecutor()
         n = len(gt)
@@ -243,26 +235,26 @@ class VideoMetrics:
 
     def _device_metrics(self, gt: torch.Tensor, pred: torch.Tensor, on_device: bool,
                         target: TargetCache | None) -> dict[str, list]:
-        """LPIPS and tLP (and PSNR/SSIM on CUDA), batched in chunks of frames on the device; the
-        target's features and consecutive-frame distances come from `target` when it holds them."""
-        want = [m for m in self.metrics if m in ("lpips", "tlp") and self._lpips is not None]
-        if on_device:
-            want += [m for m in ("psnr", "ssim") if m in self.metrics]
-        out: dict[str, list] = {m: [] for m in want}
-        if not want:
+        """The LPIPS-feature metrics (and the Y-plane ones with a batched version, on CUDA), in chunks of
+        frames on the device; the target's features and consecutive-frame distances come from `target`
+        when it holds them."""
+        batched = [(m.name, m.batched_fn()) for m in self._specs if on_device and m.batched]
+        on_features = [m for m in self._specs if m.source == "lpips" and self._lpips is not None]
+        spatial = [(m.name, m.frame_fn()) for m in on_features if not m.temporal]
+        temporal = [(m.name, m.frame_fn()) for m in on_features if m.temporal]
+        out: dict[str, list] = {name: [] for name, _ in batched + spatial + temporal}
+        if not out:
             return out
         reuse = target is not None and target.complete
         prev: tuple | None = None
         for k, start in enumerate(range(0, len(gt), self.chunk_frames)):
             g = gt[start : start + self.chunk_frames].to(self.device)
             p = pred[start : start + self.chunk_frames].to(self.device)
-            if on_device:
+            if batched:
                 gc, pc = crop_8x8_nchw(g), crop_8x8_nchw(p)
-                if "psnr" in want:
-                    out["psnr"].extend(psnr_y_torch(gc, pc).cpu().tolist())
-                if "ssim" in want:
-                    out["ssim"].extend(ssim_y_torch(gc, pc).cpu().tolist())
-            if self._lpips is None or not ({"lpips", "tlp"} & set(want)):
+                for name, fn in batched:
+                    out[name].extend(fn(gc, pc).cpu().tolist())
+            if not on_features:
                 continue
             # Target and output go through AlexNet as separate batches, so cached target features are
             # bit-identical to fresh ones (a kernel's blocking, and so its rounding, depends on the batch).
@@ -273,9 +265,11 @@ class VideoMetrics:
                 fg = self._lpips.features(crop_8x8_nchw(g))
                 if target is not None:
                     target.features[k] = fg
-            if "lpips" in want:
-                out["lpips"].append(self._lpips.distance(fg, fp).cpu())
-            if "tlp" in want:
+            if spatial:
+                d = self._lpips.distance(fg, fp)
+                for name, fn in spatial:
+                    out[name].append(fn(d).cpu())
+            if temporal:
                 if prev is not None:
                     fg = [torch.cat([a, b]) for a, b in zip(prev[0], fg)]
                     fp = [torch.cat([a, b]) for a, b in zip(prev[1], fp)]
@@ -287,9 +281,9 @@ class VideoMetrics:
                         if target is not None:
                             target.tlp_distances[k] = d_gt
                     d_pred = self._lpips.distance([f[:-1] for f in fp], [f[1:] for f in fp])
-                    out["tlp"].append(((d_gt - d_pred).abs() * 100.0).cpu())
+                    for name, fn in temporal:
+                        out[name].append(fn(d_gt, d_pred).cpu())
                 prev = ([f[-1:] for f in fg], [f[-1:] for f in fp])
-        for m in ("lpips", "tlp"):
-            if m in out:
-                out[m] = torch.cat(out[m]).tolist() if out[m] else []
+        for name, _ in spatial + temporal:
+            out[name] = torch.cat(out[name]).tolist() if out[name] else []
         return out
