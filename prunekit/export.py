@@ -21,6 +21,7 @@ from torch import nn
 
 from prunekit.errors import ExportError
 from prunekit.fileio import atomic_path
+from prunekit.nested import tensors_in
 from prunekit.spec import ModelSpec, TensorInput, ValueInput, entry
 
 DEFAULT_OPSET = 17
@@ -99,23 +100,13 @@ def signature_for(model: nn.Module, spec: ModelSpec) -> Signature:
     return default_signature(model, spec)
 
 
-def _flatten(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _flatten(o)]
-    return []
-
-
 def _shapes(inputs: tuple[torch.Tensor, ...]) -> str:
     return ", ".join("x".join(map(str, t.shape)) for t in inputs)
 
 
 def _compare(session: Any, sig: Signature, inputs: tuple[torch.Tensor, ...]) -> float:
     with torch.inference_mode():
-        expected = [t.detach().cpu().numpy() for t in _flatten(sig.module(*inputs))]
+        expected = [t.detach().cpu().numpy() for t in tensors_in(sig.module(*inputs))]
     wanted = {i.name for i in session.get_inputs()}  # ONNX drops inputs the graph does not use
     feed = {n: t.detach().cpu().numpy() for n, t in zip(sig.input_names, inputs) if n in wanted}
     got = session.run(None, feed)

@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from torch import nn
 from torch.func import functional_call
 
-from prunekit.errors import ConfigError, InputShapeError, UnknownNameError
-from prunekit.profile import split_inputs
+from prunekit.errors import ConfigError, UnknownNameError
+from prunekit.profile import call_model, input_shapes
 
 ExampleInputs = Any  # a tensor, a tuple of positional args, or a dict of keyword args
 
@@ -133,22 +133,9 @@ def _matches(path: str, globs: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(p, g) for p in prefixes for g in globs)
 
 
-def input_shapes(example_inputs: ExampleInputs) -> dict[str, list[int]]:
-    """Shapes of the tensor inputs, keyed `arg0`, `arg1`, ... or by keyword."""
-    args, kwargs = split_inputs(example_inputs)
-    named = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
-    return {k: list(v.shape) for k, v in named if isinstance(v, torch.Tensor)}
-
-
 def run_model(model: nn.Module, example_inputs: ExampleInputs) -> Any:
     """Call the model on example inputs; a failure becomes InputShapeError naming the shapes given."""
-    args, kwargs = split_inputs(example_inputs)
-    try:
-        return model(*args, **kwargs)
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        raise InputShapeError(
-            f"{type(model).__name__} failed on the example inputs with shapes {input_shapes(example_inputs)}: {exc}"
-        ) from exc
+    return call_model(model, example_inputs, what="the example inputs")
 
 
 @dataclass

@@ -30,6 +30,7 @@ from torch import nn
 from torch_pruning.pruner import function
 
 from prunekit.errors import ConfigError
+from prunekit.nested import tensors_in
 from prunekit.profile import call_model, eval_mode
 from prunekit.registry import CHANNEL_IMPORTANCE
 
@@ -37,16 +38,6 @@ _OUT_FNS = (function.prune_conv_out_channels, function.prune_linear_out_channels
 _IN_FNS = (function.prune_conv_in_channels, function.prune_linear_in_channels)
 _LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 TAYLOR_PROBES = 4
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _tensors(v)]
-    if isinstance(obj, (tuple, list)):
-        return [t for v in obj for t in _tensors(v)]
-    return []
 
 
 def _out_dim(layer: nn.Module) -> int:
@@ -101,7 +92,7 @@ def taylor(model: nn.Module, data: list[Any], probes: int = TAYLOR_PROBES, seed:
             for batch in data:
                 for _ in range(probes):
                     model.zero_grad(set_to_none=True)
-                    outputs = _tensors(call_model(model, batch))
+                    outputs = tensors_in(call_model(model, batch))
                     if not outputs:
                         raise ConfigError("taylor importance needs a model that returns tensors")
                     loss = sum((o * torch.randn(o.shape, generator=gen).to(o)).sum() for o in outputs)

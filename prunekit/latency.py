@@ -29,7 +29,8 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.fileio import atomic_write
-from prunekit.profile import _to_device, call_model
+from prunekit.nested import map_tensors
+from prunekit.profile import call_model
 from prunekit.registry import RUNNERS
 
 Runner = Callable[[nn.Module], Callable[[Any], Any]]
@@ -166,7 +167,7 @@ def compare(
         device = device_of(next(iter(models.values())))
         chosen = pick_clock(clock, device, n)
         timer = Timer(chosen, device)
-        data = _to_device(inputs, device)
+        data = map_tensors(lambda t: t.to(device), inputs)
         steps = {k: make(m) for k, m in models.items()}
         for step in steps.values():
             for _ in range(warmup):

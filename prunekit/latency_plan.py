@@ -507,15 +507,19 @@ def plan_latency(
         layers, groups = search_space(base, example_inputs, latency_inputs, layout, blocks, chan_scorer, round_to, excluded)
         if not blocks and not groups:
             raise NoUnitsError(f"{type(model).__name__} has neither removable blocks nor prunable channel groups")
-        dense_ms, _, _ = costs.compare(model, model)
-        est = Estimator(layers, groups, costs, dense_ms)
+        if replaced:  # the search starts from the replaced model: its own time anchors the estimates
+            dense_ms, start_ms, _ = costs.compare(model, base)
+        else:
+            dense_ms, _, _ = costs.compare(model, model)
+            start_ms = dense_ms
+        est = Estimator(layers, groups, costs, start_ms)
         if move_cost == "sensitivity":
             block_cost = measure_sensitivity(base, graph, groups, blocks, scores, data)
         else:
             block_cost = _block_importance(blocks, scores, groups)
         path = greedy_path(est, groups, blocks, block_cost)
         try:
-            result = _correct(path, est, costs, model, base, groups, replaced, example_inputs, chan_scorer,
+            result = _correct(path, dense_ms, costs, model, base, groups, replaced, example_inputs, chan_scorer,
                               target, tolerance, max_iterations, history, zeroed)
             break
         except BrokenGroup as broken:
@@ -552,14 +556,14 @@ def _goal_ms(target: LatencyRatio | Latency, dense_ms: float) -> float:
     return target.keep * dense_ms if isinstance(target, LatencyRatio) else target.ms
 
 
-def _correct(path: list[PathPoint], est: Estimator, costs: CostModel, dense: nn.Module, base: nn.Module,
+def _correct(path: list[PathPoint], dense_ms0: float, costs: CostModel, dense: nn.Module, base: nn.Module,
              groups: list[Group], replaced: list[Replacement], example_inputs: Any, scorer: Any,
              target: LatencyRatio | Latency, tolerance: float, max_iterations: int,
              history: list[dict[str, float]], zeroed: dict[str, int]):
     """Walk the path: pick a prefix by its estimate, build and time it, update, until the measured
-    latency is within [goal * (1 - tolerance), goal]."""
-    e0 = path[0].estimate_ms
-    ratios = [p.estimate_ms / e0 for p in path]
+    latency is within [goal * (1 - tolerance), goal]. Estimated ratios are relative to `dense_ms0`,
+    the dense model's measured time (the path may start below it, from a replaced model)."""
+    ratios = [p.estimate_ms / dense_ms0 for p in path]
     measured: dict[int, tuple[float, float, float, list[str], list[ChannelStep], float]] = {}
     verified: set[int] = set()
 
@@ -569,7 +573,6 @@ def _correct(path: list[PathPoint], est: Estimator, costs: CostModel, dense: nn.
     def first_at_or_below(r: float) -> int:
         return next((i for i, x in enumerate(ratios) if x <= r), len(path) - 1)
 
-    dense_ms0 = est.rest + sum(est.layer(layer, State()) for layer in est.layers)
     goal = goal_ratio(dense_ms0)
     aim = goal * (1 - tolerance / 2)
     index = first_at_or_below(aim)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, InputShapeError
+from prunekit.nested import map_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +78,25 @@ def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple, dict]:
     )
 
 
-def call_model(model: nn.Module, example_inputs: ExampleInputs) -> Any:
-    """Run `model` on example inputs given in any of the accepted forms."""
+def input_shapes(example_inputs: ExampleInputs) -> dict[str, list[int]]:
+    """Shapes of the tensor inputs, keyed `arg0`, `arg1`, ... or by keyword."""
     args, kwargs = split_inputs(example_inputs)
-    return model(*args, **kwargs)
+    named = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+    return {k: list(v.shape) for k, v in named if isinstance(v, torch.Tensor)}
+
+
+def call_model(model: nn.Module, example_inputs: ExampleInputs, what: str | None = None) -> Any:
+    """Run `model` on example inputs given in any of the accepted forms. With `what` (e.g. "a
+    calibration batch"), a failure is an InputShapeError naming it and the input shapes."""
+    args, kwargs = split_inputs(example_inputs)
+    if what is None:
+        return model(*args, **kwargs)
+    try:
+        return model(*args, **kwargs)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise InputShapeError(
+            f"{type(model).__name__} failed on {what} with shapes {input_shapes(example_inputs)}: {exc}"
+        ) from exc
 
 
 def count_params(model: nn.Module) -> int:
@@ -385,16 +401,6 @@ def flops_by_module(model: nn.Module, example_inputs: ExampleInputs, **kwargs: A
     return flop_report(model, example_inputs, **kwargs).by_module
 
 
-def _to_device(example_inputs: ExampleInputs, device: torch.device) -> ExampleInputs:
-    if isinstance(example_inputs, torch.Tensor):
-        return example_inputs.to(device)
-    if isinstance(example_inputs, (tuple, list)):
-        return tuple(_to_device(x, device) for x in example_inputs)
-    if isinstance(example_inputs, dict):
-        return {k: _to_device(v, device) for k, v in example_inputs.items()}
-    return example_inputs
-
-
 def latency(
     model: nn.Module,
     example_inputs: ExampleInputs,
@@ -415,7 +421,7 @@ def latency(
     target = torch.device(device) if device is not None else current
     same = target.type == current.type and target.index in (None, current.index)
     runner = model if same else copy.deepcopy(model).to(target)
-    inputs = _to_device(example_inputs, target)
+    inputs = map_tensors(lambda t: t.to(target), example_inputs)
     sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
     times: list[float] = []
     with eval_mode(runner), torch.inference_mode():

@@ -24,7 +24,7 @@ from torch import nn
 
 from prunekit.config import StrictModel
 from prunekit.errors import CheckpointError, ConfigError
-from prunekit.graph import split_inputs
+from prunekit.profile import split_inputs
 from prunekit.plan_record import Plan
 from prunekit.profile import count_params
 from prunekit.registry import LAYOUTS, MODELS

@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.errors import ConfigError, InputShapeError
-from prunekit.profile import eval_mode, split_inputs
+from prunekit.errors import ConfigError
+from prunekit.nested import tensors_in
+from prunekit.profile import call_model, eval_mode
 from prunekit.registry import STRATEGIES
 from prunekit.removal import remove_units
 
@@ -113,17 +114,6 @@ def _modules_at(model: nn.Module, paths: list[str]) -> dict[str, nn.Module]:
     return {p: modules[p] for p in paths}
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    """Every tensor in a model output (tensor, nested tuple/list/dict)."""
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _tensors(v)]
-    if isinstance(obj, (tuple, list)):
-        return [t for v in obj for t in _tensors(v)]
-    return []
-
-
 def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
     for value in list(args) + list(kwargs.values()):
         if isinstance(value, torch.Tensor):
@@ -132,11 +122,7 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 def _run(model: nn.Module, batch: ExampleInputs) -> Any:
-    args, kwargs = split_inputs(batch)
-    try:
-        return model(*args, **kwargs)
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        raise InputShapeError(f"{type(model).__name__} failed on a calibration batch: {exc}") from exc
+    return call_model(model, batch, what="a calibration batch")
 
 
 class Strategy:
@@ -303,7 +289,7 @@ class _Recorder:
 
 
 def _unit_output(output: Any) -> torch.Tensor:
-    tensors = _tensors(output)
+    tensors = tensors_in(output)
     if not tensors:
         raise ConfigError("a unit returned no tensor; cannot score it")
     return tensors[0]
@@ -379,7 +365,7 @@ class Ablation(Strategy):
             return sum(float(calib.loss_fn(o, t)) for o, t in zip(outputs, calib.targets)) / len(outputs)
         total, count = 0.0, 0
         for ref, out in zip(dense, outputs):
-            for a, b in zip(_tensors(ref), _tensors(out)):
+            for a, b in zip(tensors_in(ref), tensors_in(out)):
                 total += float((a.double() - b.double()).pow(2).sum())
                 count += a.numel()
         return total / count if count else 0.0

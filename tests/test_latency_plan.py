@@ -17,23 +17,14 @@ from prunekit.budget import parse_target
 from prunekit.errors import ConfigError, UnknownNameError, UnreachableTargetError
 from prunekit.registry import RUNNERS
 from prunekit.schedule.config import PruneStage
-
-
-class Block(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(x)))
+from zoo import TwoConvResidual
 
 
 class Net(nn.Module):
     def __init__(self, c: int = 16, n: int = 4) -> None:
         super().__init__()
         self.head = nn.Conv2d(3, c, 3, padding=1)
-        self.body = nn.Sequential(*[Block(c) for _ in range(n)])
+        self.body = nn.Sequential(*[TwoConvResidual(c) for _ in range(n)])
         self.wide = nn.Conv2d(c, 2 * c, 3, padding=1)
         self.tail = nn.Conv2d(2 * c, 3, 3, padding=1)
 
@@ -81,7 +72,7 @@ def test_latency_targets_parse_from_configs():
     stage = PruneStage.model_validate({"kind": "prune", "target": {"kind": "latency_ratio", "keep": 0.4},
                                        "channel_importance": "taylor", "round_to": 8})
     assert stage.targets() == [pk.LatencyRatio(0.4)] and stage.round_to == 8
-    with pytest.raises(ValueError, match="latency_ratio needs 0 < keep <= 1"):
+    with pytest.raises(ValueError, match="LatencyRatio: keep must be <= 1.0, got 1.5"):
         PruneStage.model_validate({"kind": "prune", "target": {"kind": "latency_ratio", "keep": 1.5}})
     with pytest.raises(ValueError, match="cannot be combined"):
         PruneStage.model_validate({"kind": "prune", "target": [{"kind": "latency_ratio", "keep": 0.5},

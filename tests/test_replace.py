@@ -11,16 +11,8 @@ from torch import nn
 import prunekit as pk
 from prunekit.errors import ConfigError, PlanMismatchError, UnknownNameError
 from prunekit.registry import REPLACEMENTS
-
-
-class Block(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(x)))
+from prunekit.replace import parse_replacements
+from zoo import TwoConvResidual
 
 
 class TinyEDSR(nn.Module):
@@ -29,7 +21,7 @@ class TinyEDSR(nn.Module):
     def __init__(self, c: int = 8) -> None:
         super().__init__()
         self.head = nn.Conv2d(3, c, 3, padding=1)
-        self.body = nn.Sequential(*[Block(c) for _ in range(3)])
+        self.body = nn.Sequential(*[TwoConvResidual(c) for _ in range(3)])
         self.up = nn.ConvTranspose2d(c, c, 4, 2, 1)
         self.tail = nn.Conv2d(c, 3, 3, padding=1)
 
@@ -165,3 +157,29 @@ def test_load_fails_cleanly_when_replacement_is_unknown(tmp_path):
     (tmp_path / "c" / "plan.json").write_text(text)
     with pytest.raises(UnknownNameError, match="test.gone"):
         pk.load(tmp_path / "c", build=TinyEDSR)
+
+
+def test_latency_plan_starts_from_the_replaced_models_time():
+    """With a replacement, the planner's estimates start from the replaced model's measured time, so
+    a cost model that is exact gives estimates equal to the measurements from the first build on."""
+    from prunekit import latency_plan as lp
+
+    def cost(model):
+        return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)) / 1e3
+
+    class ExactCost:
+        def layer_ms(self, layer, cin, cout):
+            k = layer.module.kernel_size
+            return cin * cout * k[0] * k[1] / 1e3
+
+        def compare(self, dense, candidate):
+            return cost(dense), cost(candidate), {}
+
+    torch.manual_seed(0)
+    model = TinyEDSR()
+    graph = pk.analyze(model, X)
+    plan = lp.plan_latency(model, graph, pk.LatencyRatio(0.8), pk.get_strategy("magnitude"), [X], None,
+                           replaced=parse_replacements(STEP), costs=ExactCost(), cache=None)
+    first = plan.latency.history[0]
+    assert first["estimated_ratio"] == pytest.approx(first["measured_ratio"], rel=1e-9)
+    assert plan.latency.kept <= 0.8 and plan.replaced[0].name == "test.subpixel"

@@ -344,7 +344,7 @@ def test_init_checkpoint_that_does_not_fit_raises_checkpoint_error(tmp_path):
     stages = [{"kind": "train", "iterations": 1, "batch": 2}]
     with pytest.raises(CheckpointError, match=r"wrong\.safetensors.*missing: .*head\.bias"):
         run(config(tmp_path / "a", stages=stages, init_checkpoint=str(wrong)))
-    with pytest.raises(CheckpointError, match=r"cannot read state_dict file .*garbage\.pth"):
+    with pytest.raises(CheckpointError, match=r"cannot read .*garbage\.pth as a weights-only state_dict file"):
         run(config(tmp_path / "b", stages=stages, init_checkpoint=str(garbage)))
 
 
@@ -356,7 +356,7 @@ def test_model_task_weights_that_do_not_fit_raise_checkpoint_error(tmp_path):
                     loss_fn=lambda out, y: (out - y).abs().mean())
     with pytest.raises(CheckpointError, match=r"ModelTask\.weights.*missing: blocks\.2"):
         bad.build_model()
-    with pytest.raises(CheckpointError, match=r"cannot read state_dict file .*nope\.pt"):
+    with pytest.raises(CheckpointError, match=r"cannot read .*nope\.pt as a weights-only state_dict file"):
         ModelTask(build=lambda: ToyNet(4, 8), weights=tmp_path / "nope.pt", data=data,
                   loss_fn=lambda out, y: (out - y).abs().mean()).build_model()
 

@@ -27,6 +27,18 @@ class ConvResidual(nn.Module):
         return x + self.conv(x)
 
 
+class TwoConvResidual(nn.Module):
+    """x + conv2(relu(conv1(x))): a residual block with an inner channel group."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
 class Upsampler(nn.Sequential):
     """conv -> PixelShuffle(2)."""
 

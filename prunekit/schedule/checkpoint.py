@@ -27,6 +27,7 @@ from prunekit.checkpoint import load, read_plan, read_weights, save
 from prunekit.errors import CheckpointError, ConfigError, PrunekitError
 from prunekit.fileio import atomic_dir, atomic_write, temp_dir
 from prunekit.plan_record import Plan
+from prunekit.weights import load_weights_only
 
 PREFIX = "ckpt-"
 
@@ -86,10 +87,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix == ".safetensors":
         return read_weights(path)
-    try:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # missing, corrupt, or pickled code: say which file
-        raise CheckpointError(f"cannot read state_dict file {path}: {exc}") from exc
+    tensors = load_weights_only(path, "state_dict file")
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         raise CheckpointError(f"{path} is not a state_dict (a mapping of names to tensors)")
     return tensors
@@ -129,10 +127,7 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 
 def load_state(folder: Path) -> dict[str, Any]:
-    try:
-        return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: say which
-        raise CheckpointError(f"cannot read run checkpoint {folder / 'state.pt'}: {exc}") from exc
+    return load_weights_only(folder / "state.pt", "run checkpoint")
 
 
 # ----------------------------------------------------------------- resume

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
+from prunekit.nested import tensors_in
 from prunekit.removal import renumbered_path  # noqa: F401  (its home before prunekit.removal)
 from prunekit.schedule.config import DistillConfig
 
@@ -28,8 +28,7 @@ def _distance(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _float_tensors(tree: Any) -> list[torch.Tensor]:
-    leaves, _ = tree_flatten(tree)
-    return [t for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    return [t for t in tensors_in(tree) if t.is_floating_point()]
 
 
 class Distiller:

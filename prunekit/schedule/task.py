@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from prunekit.checkpoint import load_weights
+from prunekit.nested import map_tensors
 from prunekit.schedule.checkpoint import read_state_dict
 from prunekit.strategies import Calibration
 
@@ -112,17 +113,11 @@ def call_train_batches(task: Task, seed: int, rank: int, world_size: int, batch_
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """Tensors of a (nested) batch moved to `device`; other values kept."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
+    """Tensors of a (nested) batch, or of a Calibration, moved to `device`; other values kept."""
     if isinstance(batch, Calibration):
         return dataclasses.replace(batch, inputs=to_device(batch.inputs, device),
                                    targets=to_device(batch.targets, device))
-    return batch
+    return map_tensors(lambda t: t.to(device), batch)
 
 
 @dataclass
