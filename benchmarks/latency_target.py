@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=0.5)
     ap.add_argument("--importance", default="l2,taylor", help="channel importances to plan with (comma list)")
     ap.add_argument("--strategy", default="block_influence")
+    ap.add_argument("--move-cost", default="sensitivity", choices=["sensitivity", "importance"],
+                    help="how the planner prices its moves (pk.plan's move_cost)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--cache", default=None, help="latency table cache dir (default: prunekit's)")
     ap.add_argument("--out", default="docs/results/latency_target.md")
@@ -76,7 +78,8 @@ def main() -> None:
     for importance in args.importance.split(","):
         t0 = time.perf_counter()
         plan = pk.plan(dense, graph, strategy=args.strategy, target=pk.LatencyRatio(args.keep), layout=layout,
-                       channel_importance=importance, latency_cache=args.cache)
+                       runner="plain", channel_importance=importance, latency_cache=args.cache,
+                       move_cost=args.move_cost)
         planner_s = time.perf_counter() - t0
         pruned = pk.apply(dense, plan)
         rec = plan.latency
@@ -95,13 +98,15 @@ def main() -> None:
         "# Latency target: planned at one size, checked at others",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `benchmarks/latency_target.py "
-        f"--plan-size {args.plan_size} --check-sizes {args.check_sizes} --keep {args.keep} --rounds {args.rounds}` "
+        f"--plan-size {args.plan_size} --check-sizes {args.check_sizes} --keep {args.keep} --rounds {args.rounds} "
+        f"--move-cost {args.move_cost}` "
         f"on {device_name(torch.device('cpu'))}, shared with other jobs ({machine_text(threads=1)} at the end), "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}.",
         "",
         f"Model: FRNet nf 64, nb 10, x4, random weights (seed 0), layout `tecogan.frnet.open_fnet`. Plan: "
         f"`pk.plan(frnet, graph, strategy='{args.strategy}', target=pk.LatencyRatio({args.keep}), "
-        f"channel_importance=...)` at LR {args.plan_size} with the plain runner; `pk.apply` gives the plain "
+        f"runner='plain', channel_importance=..., move_cost='{args.move_cost}')` at LR {args.plan_size}; "
+        "`pk.apply` gives the plain "
         "model that is checked. Check: this script's own loop, one `FRNet.step` per call in "
         f"`torch.inference_mode`, dense and pruned alternating, {args.rounds} rounds after one warm-up, "
         "medians. `wall ratio (of medians)` = pruned median / dense median; `(paired)` = median over rounds "
