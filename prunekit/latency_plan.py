@@ -334,14 +334,16 @@ class PathPoint:
 
 def greedy_path(est: Estimator, groups: list[Group], blocks: list[str], block_imp: dict[str, float]) -> list[PathPoint]:
     """Moves in order of importance lost per estimated millisecond saved, from the dense state until
-    no move saves time (at least one block stays)."""
+    no move is left (at least one block stays). Moves the estimate says save nothing (free layers,
+    or timing noise in the table) come after all that save time, least loss first, so the path
+    always reaches the smallest model and the correction can measure how fast it really is."""
     state = State()
     current = est.total(state)
     path = [PathPoint(state, current, "dense")]
     inside = {b: [g.id for g in groups if all(p.startswith(b + ".") for p in g.layers)] for b in blocks}
     owner = {gid: b for b, ids in inside.items() for gid in ids}
     while True:
-        best: tuple[float, State, float, str] | None = None
+        best: tuple[tuple[int, float], State, float, str] | None = None
         alive = [b for b in blocks if b not in state.removed]
         candidates: list[tuple[float, State, str]] = []
         if len(alive) > 1:
@@ -366,9 +368,7 @@ def greedy_path(est: Estimator, groups: list[Group], blocks: list[str], block_im
         for lost, nxt_state, move in candidates:
             after = est.total(nxt_state)
             saved = current - after
-            if saved <= 0:
-                continue
-            score = max(lost, 0.0) / saved
+            score = (0, max(lost, 0.0) / saved) if saved > 0 else (1, max(lost, 0.0))
             if best is None or score < best[0]:
                 best = (score, nxt_state, after, move)
         if best is None:

@@ -265,3 +265,25 @@ def test_sensitivity_prices_every_step_by_measured_damage():
     assert by_importance.latency.move_cost == "importance"
     with pytest.raises(ConfigError, match="move_cost"):
         _plan(model, pk.LatencyRatio(0.5), FakeCost(), move_cost="flops")
+
+
+def test_greedy_path_reaches_the_smallest_model_when_the_table_says_a_cut_saves_nothing():
+    from prunekit import importance as imp
+
+    class FlatWide(FakeCost):  # `wide` times the same at every width: noise, or a layer that is free to cut
+        def layer_ms(self, layer, cin, cout):
+            return 5.0 if layer.path in ("wide", "tail") else super().layer_ms(layer, cin, cout)
+
+    torch.manual_seed(0)
+    model = Net()
+    graph = pk.analyze(model, X)
+    blocks = [u.path for u in graph.leaves()]
+    layers, groups = lp.search_space(model, X, X, None, blocks, imp.resolve("l2", model, [X]), None, set())
+    est = lp.Estimator(layers, groups, FlatWide(), conv_cost(model))
+    path = lp.greedy_path(est, groups, blocks, {b: 1.0 for b in blocks})
+    last = path[-1].state
+    assert len(last.removed) == len(blocks) - 1
+    alive = [g for g in groups if not any(p.startswith(b + ".") for b in last.removed for p in g.layers)]
+    assert all(last.kept.get(g.id, g.width) == g.levels[-1] for g in alive)
+    free = [i for i, p in enumerate(path) if p.move.startswith("cut wide")]
+    assert free and min(free) > max(i for i, p in enumerate(path) if not p.move.startswith("cut wide") and i)

@@ -132,6 +132,22 @@ def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path)
     assert {r["key"]: r["params_total"] for r in again["rows"]} == {k: r["params_total"] for k, r in rows.items()}
 
 
+def test_a_model_whose_target_cannot_be_met_is_reported_and_the_run_goes_on(first_run, tmp_path):
+    out, _ = first_run
+    run_out = tmp_path / "unreachable"
+    for part in ("runs/dense", "runs/dense-control", "runs/positional-plain-nb1", "rows/dense.json",
+                 "rows/dense-control.json", "rows/bicubic.json", "rows/positional-plain-nb1.json"):
+        (run_out / part).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (out / part).is_dir() else shutil.copy)(out / part, run_out / part)
+    preset = TINY.model_copy(update={"blocks": [1], "series": [Series(strategy="positional", finetune="plain"),
+                                                               Series.parse("positional:plain:lat0.001")]})
+    result = run_bench(preset, run_out, progress=False)
+    assert [r["key"] for r in result["rows"]] == ["dense", "dense-control", "bicubic", "positional-plain-nb1"]
+    (key, why), = result["meta"]["failed_models"].items()
+    assert key == "positional-plain-lat0.001" and "fastest model" in why
+    assert f"`{key}`: not in the tables" in (run_out / "report.md").read_text()
+
+
 def test_benchmark_scripts_share_the_machine_description_and_size_parsing(monkeypatch):
     import importlib
     from pathlib import Path

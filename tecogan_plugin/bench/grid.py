@@ -21,7 +21,7 @@ from torch import nn
 from prunekit import profile
 from prunekit.checkpoint import load
 from prunekit.config import validate_config
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, NoUnitsError, UnreachableTargetError
 from prunekit.fileio import atomic_write
 from prunekit.latency import paired_ratio
 from prunekit.registry import STRATEGIES
@@ -57,6 +57,7 @@ class Bench:
         self.task_options = self._task_options()
         self.options = validate_config(TecoGANOptions, self.task_options, prefix="task.options")
         self.unavailable: dict[str, str] = {}
+        self.failed: dict[str, str] = {}  # model key -> why it could not be built (e.g. an unreachable target)
         self._described: dict[tuple[int, int], dict[str, Any]] = {}
         self._metrics: dict[str, VideoMetrics] = {}  # per test set, kept across models: targets cached
 
@@ -383,7 +384,12 @@ class Bench:
                 what = f"keep {blocks} blocks" if blocks is not None else f"keep {series.latency:g} x the latency"
                 _say(f"[{i}/{len(grid)}] {key}: {what} ({series.strategy}), heal: {series.finetune}{eta}")
             start = time.perf_counter()
-            model, wall = self.pruned(series, blocks, dense_dir)
+            try:
+                model, wall = self.pruned(series, blocks, dense_dir)
+            except (UnreachableTargetError, NoUnitsError) as exc:  # one model's target: the others still run
+                self.failed[key] = str(exc)
+                _say(f"{key}: not built, the run goes on without it: {exc}")
+                continue
             tp_ratio = None
             if series.strategy == TP:
                 tp_ratio = json.loads((self.out_dir / "tp" / f"lat{series.latency:g}.json").read_text())["ratio"]
@@ -435,6 +441,7 @@ def run_bench(preset: BenchPreset, out_dir: str | Path, *, data_root: str | Path
                     "warm-up each; median, with the quartiles (IQR) and extremes in results.json; `latency vs dense` is "
                     "the median of the per-round ratios to the dense model"),
         "unavailable_metrics": bench.unavailable,
+        "failed_models": bench.failed,
     }
     write_results(rows, meta, out)
     bench.montage(rows)

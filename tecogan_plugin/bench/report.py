@@ -326,6 +326,8 @@ def report_markdown(rows: Sequence[BenchRow], meta: dict[str, Any], flops_size: 
         reasons.setdefault(why, []).append(metric)
     for why, metrics in reasons.items():
         lines.append(f"- {', '.join(metrics)}: unavailable — {why}")
+    for key, why in meta.get("failed_models", {}).items():
+        lines.append(f"- `{key}`: not in the tables — {why}")
     lines += ["", markdown_tables(rows, flops_size), "", "![Pareto](pareto_" +
               next(iter(rows[0].metrics)) + ".png)", "", "![crops](crops.png)", ""]
     return "\n".join(lines)
