@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=0.5)
     ap.add_argument("--importance", default="l2,taylor", help="channel importances to plan with (comma list)")
     ap.add_argument("--strategy", default="block_influence")
-    ap.add_argument("--move-cost", default="sensitivity", choices=["sensitivity", "importance"],
+    ap.add_argument("--move-cost", default="importance", choices=["importance", "sensitivity"],
                     help="how the planner prices its moves (pk.plan's move_cost)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--cache", default=None, help="latency table cache dir (default: prunekit's)")

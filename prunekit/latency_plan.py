@@ -9,11 +9,10 @@ model meets a MEASURED latency target (LatencyRatio / Latency).
 2. Greedy path. From the dense model, repeatedly take the cheapest move in importance lost per
    millisecond saved: remove a block, or cut one channel group by one step (1/8 of its width,
    `round_to` channels, whole PixelShuffle blocks; the channel importance picks which channels go).
-   What a move loses is priced by `move_cost`: "sensitivity" (default) measures the output damage
-   of each block removal and of each cut depth of each group on the calibration data
-   (prunekit.sensitivity; one unit for every move, so cuts in different layers compare);
-   "importance" sums the channel importance of the channels a step removes and puts block scores
-   on that scale. The path runs until no move saves time; it does not depend on the target.
+   What a move loses is priced by `move_cost`: "importance" (default) sums the channel importance
+   of the channels a step removes and puts block scores on that scale; "sensitivity" measures the
+   output damage of each block removal and of each cut depth of each group on the calibration data
+   (prunekit.sensitivity; one unit for every move, so cuts in different layers compare). The path runs until no move saves time; it does not depend on the target.
 3. Correction. A prefix of the path is chosen by its estimate, built, and timed against the dense
    model (interleaved runs with the runner). The next prefix comes from interpolating measured vs
    estimated ratios between the nearest measured prefixes (secant, bisection as a fallback) until
@@ -465,11 +464,11 @@ def plan_latency(
     max_iterations: int = MAX_ITERATIONS,
     threads: int | None = None,
     clock: str = "auto",
-    move_cost: str = "sensitivity",
+    move_cost: str = "importance",
 ) -> Plan:
     """A Plan whose model meets `target` as measured (see the module docstring). `costs` replaces
-    the measured cost model (tests inject a deterministic one); `move_cost` ("sensitivity" or
-    "importance") prices what each move loses."""
+    the measured cost model (tests inject a deterministic one); `move_cost` ("importance" or
+    "sensitivity") prices what each move loses."""
     if move_cost not in MOVE_COSTS:
         raise ConfigError(f"move_cost must be one of {list(MOVE_COSTS)}, got {move_cost!r}")
     started = time.perf_counter()

@@ -73,7 +73,7 @@ def plan(
     round_to: int | None = None,
     replace: Any = None,
     latency_cache: str | os.PathLike | None = None,
-    move_cost: str = "sensitivity",
+    move_cost: str = "importance",
     **strategy_kwargs: Any,
 ) -> Plan:
     """Decide what to remove from `model` (analysed as `graph`) to meet `target`.
@@ -91,8 +91,8 @@ def plan(
     replacements (prunekit.replace) applied after the removals; `runner` (a registered name or a
     callable; default: the layout's runner, else "plain") and `latency_cache` (a directory; default
     $PRUNEKIT_CACHE/latency or ~/.cache/prunekit/latency) are used by latency targets, and so is
-    `move_cost`: how the latency planner prices a move ("sensitivity": measured output damage,
-    "importance": channel importance sums).
+    `move_cost`: how the latency planner prices a move ("importance": channel importance sums,
+    "sensitivity": measured output damage).
     """
     targets = [budget.parse_target(t) for t in (target if isinstance(target, (list, tuple)) else [target or budget.KeepBlocks(n=5)])]
     block_target, width_target = _split_targets(targets)

@@ -253,7 +253,7 @@ def test_sensitivity_prices_every_step_by_measured_damage():
     torch.manual_seed(0)
     model = Net()
     graph = pk.analyze(model, X)
-    plan = _plan(model, pk.LatencyRatio(0.5), FakeCost())
+    plan = _plan(model, pk.LatencyRatio(0.5), FakeCost(), move_cost="sensitivity")
     assert plan.latency.move_cost == "sensitivity" and plan.latency.measured_ms <= 0.5 * conv_cost(model)
     blocks = [u.path for u in graph.leaves()]
     _, groups = lp.search_space(model, X, X, None, blocks, imp.resolve("l2", model, [X]), None, set())
@@ -261,8 +261,8 @@ def test_sensitivity_prices_every_step_by_measured_damage():
     for g in groups:  # non-negative steps that add up to the damage of the deepest cut
         assert g.step_loss is not None and len(g.step_loss) == len(g.levels) - 1 and min(g.step_loss) >= 0
     assert set(costs) == set(blocks) and min(costs.values()) >= 0
-    by_importance = _plan(model, pk.LatencyRatio(0.5), FakeCost(), move_cost="importance")
-    assert by_importance.latency.move_cost == "importance"
+    by_default = _plan(model, pk.LatencyRatio(0.5), FakeCost())
+    assert by_default.latency.move_cost == "importance"
     with pytest.raises(ConfigError, match="move_cost"):
         _plan(model, pk.LatencyRatio(0.5), FakeCost(), move_cost="flops")
 

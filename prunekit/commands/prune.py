@@ -53,7 +53,7 @@ class PruneConfig(StrictModel):
     replace: list[dict[str, Any]] = Field(default_factory=list)
     runner: str | None = None
     latency_cache: str | None = None
-    move_cost: Literal["sensitivity", "importance"] = "sensitivity"
+    move_cost: Literal["importance", "sensitivity"] = "importance"
     out: str
     seed: int = 0
 

@@ -125,7 +125,7 @@ class PruneStage(StrictModel):
     replace: list[dict[str, Any]] = Field(default_factory=list)
     runner: str | None = None
     latency_cache: str | None = None
-    move_cost: Literal["sensitivity", "importance"] = "sensitivity"
+    move_cost: Literal["importance", "sensitivity"] = "importance"
 
     @field_validator("target")
     @classmethod
