@@ -26,6 +26,7 @@ from prunekit.spec import ModelSpec, TensorInput, ValueInput, entry
 
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
+BUILD_KEY = "prunekit.build"  # ONNX metadata naming the model; also marks the files `prunekit export` wrote
 
 
 @dataclass
@@ -154,7 +155,7 @@ def export_onnx(
         except Exception as exc:  # noqa: BLE001  torch.onnx raises many kinds; name the model and the cause
             raise ExportError(f"torch.onnx.export failed for {spec.build}: {type(exc).__name__}: {exc}") from exc
         graph = onnx.load(str(tmp))
-        for key, val in {"prunekit.build": spec.build, **sig.metadata}.items():
+        for key, val in {BUILD_KEY: spec.build, **sig.metadata}.items():
             graph.metadata_props.add(key=key, value=val)
         onnx.save(graph, str(tmp))
         diffs = verify_onnx(tmp, sig)

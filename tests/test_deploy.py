@@ -129,8 +129,24 @@ def test_export_fails_above_atol_and_writes_nothing(ckpt, tmp_path, capsys) -> N
 def test_export_refuses_an_output_in_the_checkpoint(ckpt, inside, capsys) -> None:
     before = sorted(p.name for p in ckpt.iterdir())
     assert main(["export", str(ckpt), "--out", str(ckpt / inside)]) == 2
-    assert "inside the checkpoint folder" in capsys.readouterr().err
+    assert re.search(r"is the input itself|inside the input|is a folder", capsys.readouterr().err)
     assert sorted(p.name for p in ckpt.iterdir()) == before
+
+
+def test_export_never_replaces_a_file_it_did_not_write(ckpt, tmp_path, capsys) -> None:
+    mine = tmp_path / "notes.onnx"
+    mine.write_text("the user's file")
+    assert main(["export", str(ckpt), "--out", str(mine)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--out", str(mine), "--overwrite"]) == 2
+    assert "not an output of this command" in capsys.readouterr().err
+    assert mine.read_text() == "the user's file"
+    exported = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), "--out", str(exported)]) == 0
+    first = exported.read_bytes()
+    assert main(["export", str(ckpt), "--out", str(exported)]) == 2  # an earlier export needs --overwrite
+    assert main(["export", str(ckpt), "--out", str(exported), "--overwrite"]) == 0
+    assert exported.read_bytes() == first
 
 
 def test_upscale_with_onnxruntime_matches_pytorch(ckpt, onnx_file, tmp_path, capsys) -> None:
