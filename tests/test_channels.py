@@ -16,23 +16,13 @@ from prunekit.surgery import remove_units
 import zoo
 
 
-class Block(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
 class TecoLike(nn.Module):
     """SRNet-shaped: conv_in, residual blocks, two stride-2 ConvTranspose2d, conv_out + bicubic skip."""
 
     def __init__(self, c: int = 8, n: int = 3) -> None:
         super().__init__()
         self.conv_in = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU())
-        self.resblocks = nn.Sequential(*[Block(c) for _ in range(n)])
+        self.resblocks = nn.Sequential(*[zoo.TwoConvResidual(c) for _ in range(n)])
         self.conv_up = nn.Sequential(
             nn.ConvTranspose2d(c, c, 3, 2, 1, output_padding=1), nn.ReLU(),
             nn.ConvTranspose2d(c, c, 3, 2, 1, output_padding=1), nn.ReLU(),
@@ -50,7 +40,7 @@ class EDSRLike(nn.Module):
     def __init__(self, c: int = 8, n: int = 2) -> None:
         super().__init__()
         self.head = nn.Conv2d(3, c, 3, padding=1)
-        self.body = nn.Sequential(*[Block(c) for _ in range(n)])
+        self.body = nn.Sequential(*[zoo.TwoConvResidual(c) for _ in range(n)])
         self.upsample = nn.Sequential(
             nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2),
             nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2),

@@ -102,15 +102,21 @@ def test_unknown_strategy_fails_before_any_training(tmp_path, capsys):
     assert not out.exists()
 
 
+def _reuse_first_run(out, dest):
+    """`dest` holding the first run's dense, control and keep-1-block runs and rows (they do not depend
+    on the rest of the series list), so a test computes only its new models."""
+    for part in ("runs/dense", "runs/dense-control", "runs/positional-plain-nb1", "rows/dense.json",
+                 "rows/dense-control.json", "rows/bicubic.json", "rows/positional-plain-nb1.json"):
+        (dest / part).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (out / part).is_dir() else shutil.copy)(out / part, dest / part)
+    return dest
+
+
 def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path):
     """A `:w0.5` series on top of keep 1 block. The dense model and the depth-only nb1 row are the
     first run's (copied: they do not depend on the series list), so only the width model is computed."""
     out, result = first_run
-    wide_out = tmp_path / "wide"
-    for part in ("runs/dense", "runs/dense-control", "runs/positional-plain-nb1", "rows/dense.json",
-                 "rows/dense-control.json", "rows/bicubic.json", "rows/positional-plain-nb1.json"):
-        (wide_out / part).parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if (out / part).is_dir() else shutil.copy)(out / part, wide_out / part)
+    wide_out = _reuse_first_run(out, tmp_path / "wide")
     wide = TINY.model_copy(update={"blocks": [1], "series": [Series(strategy="positional", finetune="plain"),
                                                              Series.parse("positional:plain:w0.5")]})
     rows = {r["key"]: r for r in run_bench(wide, wide_out, progress=False)["rows"]}
@@ -134,11 +140,7 @@ def test_width_series_prunes_past_block_removal_and_resumes(first_run, tmp_path)
 
 def test_a_model_whose_target_cannot_be_met_is_reported_and_the_run_goes_on(first_run, tmp_path):
     out, _ = first_run
-    run_out = tmp_path / "unreachable"
-    for part in ("runs/dense", "runs/dense-control", "runs/positional-plain-nb1", "rows/dense.json",
-                 "rows/dense-control.json", "rows/bicubic.json", "rows/positional-plain-nb1.json"):
-        (run_out / part).parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if (out / part).is_dir() else shutil.copy)(out / part, run_out / part)
+    run_out = _reuse_first_run(out, tmp_path / "unreachable")
     preset = TINY.model_copy(update={"blocks": [1], "series": [Series(strategy="positional", finetune="plain"),
                                                                Series.parse("positional:plain:lat0.001")]})
     result = run_bench(preset, run_out, progress=False)
