@@ -22,7 +22,7 @@ from prunekit.errors import (
     UnknownNameError,
     UnreachableTargetError,
 )
-from prunekit.version import __version__
+from prunekit.version import __version__ as __version__  # re-exported: prunekit.__version__
 from prunekit import plugins  # noqa: F401  (registries find installed plugins on a miss)
 
 # The rest of the API needs torch, so it is imported on first use: `import prunekit` (and with it the

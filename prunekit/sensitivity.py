@@ -19,8 +19,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from prunekit.profile import eval_mode
-from prunekit.strategies import Ablation, Calibration, _run, as_calibration
+from prunekit.profile import call_model, eval_mode
+from prunekit.strategies import Ablation, Calibration, as_calibration
 
 
 def _channel_dim(layer: nn.Module) -> int:
@@ -53,7 +53,7 @@ def cut_damage(model: nn.Module, cuts: list[tuple[list[str], list[torch.Tensor]]
     calib: Calibration = as_calibration(data)
     modules = dict(model.named_modules())
     with eval_mode(model), torch.no_grad():
-        dense = [_run(model, batch) for batch, _ in calib.batches()]
+        dense = [call_model(model, batch, what="a calibration batch") for batch, _ in calib.batches()]
         base = Ablation._damage(calib, dense, dense)
         curves: list[list[float]] = []
         for paths, channel_sets in cuts:
@@ -61,7 +61,7 @@ def cut_damage(model: nn.Module, cuts: list[tuple[list[str], list[torch.Tensor]]
             curve = []
             for channels in channel_sets:
                 with zeroed_channels(layers, channels):
-                    outputs = [_run(model, batch) for batch, _ in calib.batches()]
+                    outputs = [call_model(model, batch, what="a calibration batch") for batch, _ in calib.batches()]
                 curve.append(Ablation._damage(calib, dense, outputs) - base)
             curves.append(curve)
     return curves
