@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The compression study of docs/results/compression_study.md: the quick preset, seeds 0 and 1. Healing:
 # every pruned model is fine-tuned the preset's budget, with the FRVSR loss on the built-in GT ("plain");
-# the two latency-matched rows are also healed with output distillation from the dense model ("distill").
+# Torch-Pruning's row is also healed with output distillation from the dense model ("distill").
 #   positional:plain                            depth only (the study's strategy), blocks 5, 3, 1
 #   positional:plain:w0.5                       + uniform width: half of every channel group, FNet included
 #   tp:plain:lat0.33                            Torch-Pruning's MetaPruner, uniform ratio bisected to 1/3 latency
-#   block_influence:plain:lat0.33               prunekit's latency planner (blocks + per-group widths)
-#   block_influence:plain:lat0.33:subpixel      the same with the sub-pixel tail (tecogan.subpixel_head)
-#   tp:distill:lat0.33, block_influence:distill:lat0.33   the matched pair healed by distillation
+#   block_influence:plain:lat0.33               prunekit's latency planner (blocks + per-group widths),
+#                                               moves priced by channel importance (the default)
+#   block_influence:plain:lat0.33:sensitivity   the same, moves priced by measured output damage
+#   tp:distill:lat0.33                          the baseline healed by distillation
 # Latency: fast path (runner tecogan.fast), CPU, 1 thread, LR 134x320, all models interleaved.
 # Run it on a machine nobody else is using (latency targets are measured), then
 #   .venv/bin/python benchmarks/compression_study.py runs/compression-study > docs/results/compression_study_tables.md
@@ -25,7 +26,7 @@ else
   BLOCKS=5,3,1
 fi
 SERIES="positional:plain,positional:plain:w0.5,tp:plain:lat$KEEP,block_influence:plain:lat$KEEP"
-SERIES="$SERIES,block_influence:plain:lat$KEEP:subpixel,tp:distill:lat$KEEP,block_influence:distill:lat$KEEP"
+SERIES="$SERIES,block_influence:plain:lat$KEEP:sensitivity,tp:distill:lat$KEEP"
 for SEED in 0 1; do
   "$PRUNEKIT" bench tecogan --preset "$PRESET" --seed "$SEED" --blocks "$BLOCKS" --series "$SERIES" \
     --out "$OUT/$PRESET-seed$SEED"

@@ -23,6 +23,7 @@ import torch
 
 import prunekit as pk
 from prunekit.fileio import atomic_write
+from prunekit.profile import input_shapes
 from prunekit.latency import device_name
 from prunekit.models import build_model
 from prunekit.registry import LAYOUTS
@@ -63,6 +64,8 @@ def main() -> None:
     ap.add_argument("--strategy", default="block_influence")
     ap.add_argument("--move-cost", default="importance", choices=["importance", "sensitivity"],
                     help="how the planner prices its moves (pk.plan's move_cost)")
+    ap.add_argument("--also-at", default="",
+                    help="more LR sizes the plan must hold its ratio at (comma list; LatencyRatio's also_at)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--cache", default=None, help="latency table cache dir (default: prunekit's)")
     ap.add_argument("--out", default="docs/results/latency_target.md")
@@ -74,17 +77,20 @@ def main() -> None:
     layout = LAYOUTS.get("tecogan.frnet.open_fnet")
     ph, pw = parse_size(args.plan_size)
     graph = pk.analyze(dense, frames(ph, pw), layout)
+    also_at = [input_shapes(frames(*parse_size(size))) for size in args.also_at.split(",") if size]
+    target = pk.LatencyRatio(args.keep, also_at=also_at or None)
     rows, plans = [], []
     for importance in args.importance.split(","):
         t0 = time.perf_counter()
-        plan = pk.plan(dense, graph, strategy=args.strategy, target=pk.LatencyRatio(args.keep), layout=layout,
+        plan = pk.plan(dense, graph, strategy=args.strategy, target=target, layout=layout,
                        runner="plain", channel_importance=importance, latency_cache=args.cache,
                        move_cost=args.move_cost)
         planner_s = time.perf_counter() - t0
         pruned = pk.apply(dense, plan)
         rec = plan.latency
         plans.append((importance, plan, planner_s))
-        print(f"[{importance}] planned in {planner_s:.0f} s: measured {rec.kept:.3f} at plan size, "
+        also = "".join(f", {c.ratio:.3f} at {c.shapes['arg0'][2]}x{c.shapes['arg0'][3]}" for c in rec.also_at)
+        print(f"[{importance}] planned in {planner_s:.0f} s: measured {rec.kept:.3f} at plan size{also}, "
               f"{len(plan.removed)} blocks removed, {len(plan.channels)} channel steps", flush=True)
         for size in args.check_sizes.split(","):
             h, w = parse_size(size)
@@ -99,12 +105,13 @@ def main() -> None:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `benchmarks/latency_target.py "
         f"--plan-size {args.plan_size} --check-sizes {args.check_sizes} --keep {args.keep} --rounds {args.rounds} "
-        f"--move-cost {args.move_cost}` "
+        f"--move-cost {args.move_cost}{' --also-at ' + args.also_at if args.also_at else ''}` "
         f"on {device_name(torch.device('cpu'))}, shared with other jobs ({machine_text(threads=1)} at the end), "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}.",
         "",
         f"Model: FRNet nf 64, nb 10, x4, random weights (seed 0), layout `tecogan.frnet.open_fnet`. Plan: "
-        f"`pk.plan(frnet, graph, strategy='{args.strategy}', target=pk.LatencyRatio({args.keep}), "
+        f"`pk.plan(frnet, graph, strategy='{args.strategy}', target=pk.LatencyRatio({args.keep}"
+        f"{', also_at=[' + args.also_at + ']' if args.also_at else ''}), "
         f"runner='plain', channel_importance=..., move_cost='{args.move_cost}')` at LR {args.plan_size}; "
         "`pk.apply` gives the plain "
         "model that is checked. Check: this script's own loop, one `FRNet.step` per call in "

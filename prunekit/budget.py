@@ -125,6 +125,9 @@ class LatencyRatio(_Target):
     """Keep at most `keep` x the dense model's latency, 0 < keep <= 1, measured on the device the
     plan runs on with the model's runner. `shape` ({input name: shape}, names as in
     `Plan.input_shapes`) sets the input size latency is measured at; default: the example inputs'.
+    `also_at` lists more sizes (same form) the ratio must hold at too: what a layer saves depends
+    on the frame size (caches, fixed per-call costs), so a plan made at one size can drift at
+    another; with `also_at` the planner prefers cuts that save at every size and checks each.
     The planner chooses removed blocks and per-group channel widths together."""
 
     _positional: ClassVar[str] = "keep"
@@ -132,6 +135,7 @@ class LatencyRatio(_Target):
     kind: Literal["latency_ratio"] = "latency_ratio"
     keep: Fraction
     shape: dict[str, list[int]] | None = None
+    also_at: list[dict[str, list[int]]] | None = None
 
 
 class Latency(_Target):

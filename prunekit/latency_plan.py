@@ -22,6 +22,8 @@ model meets a MEASURED latency target (LatencyRatio / Latency).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,17 +47,18 @@ from prunekit.channels import (
 from prunekit.errors import ConfigError, NoUnitsError, UnreachableTargetError
 from prunekit.graph import Graph, Layout, input_shapes
 from prunekit import latency as lat
-from prunekit.plan_record import LatencyRecord, Plan, Stats
+from prunekit.plan_record import LatencyRecord, Plan, SizeCheck, Stats
 from prunekit.profile import call_model, eval_mode
 from prunekit.removal import remove_units, renumbered_path
 from prunekit.replace import Replacement, apply_replacements
-from prunekit.sensitivity import cut_damage
-from prunekit.strategies import Ablation
+from prunekit.sensitivity import StateDamage
 from prunekit.surgery import apply, example_inputs_from_shapes
 
 DEFAULT_TOLERANCE = 0.08  # accept a measured ratio in [goal * (1 - tol), goal]; aim at the middle
 MAX_ITERATIONS = 7
 STEPS_PER_GROUP = 8
+REPRICE_EVERY = 0.1  # move_cost="sensitivity": measure the damage again each time the ratio drops this much
+BINDING = 0.01  # sizes whose estimated latency ratio is within this of the highest one bind the next move
 MOVE_COSTS = ("sensitivity", "importance")
 
 
@@ -266,6 +269,7 @@ class Estimator:
 
     def __init__(self, layers: list[Layer], groups: list[Group], costs: CostModel, dense_ms: float) -> None:
         self.layers, self.groups, self.costs = layers, {g.id: g for g in groups}, costs
+        self.start_ms = dense_ms
         self.rest = dense_ms - sum(self.layer(layer, State()) for layer in layers)
 
     def _width(self, full: int, gid: int | None, state: State) -> int:
@@ -284,22 +288,40 @@ class Estimator:
         return self.rest + sum(self.layer(layer, state) for layer in self.layers)
 
 
-def measure_sensitivity(base: nn.Module, graph: Graph, groups: list[Group], blocks: list[str],
-                        scores: dict[str, float], data: list[Any]) -> dict[str, float]:
-    """Price every move by measured output damage: sets each group's `step_loss` and returns the
-    block costs. The strategy's scores keep deciding the order among blocks; the measured removal
-    damages, sorted, are given to the blocks in that order."""
-    curves = cut_damage(base, [(g.layers, [g.channels(level) for level in g.levels[1:]]) for g in groups], data)
-    for g, curve in zip(groups, curves):
-        full = [0.0] + [max(d, 0.0) for d in curve]
-        full = [max(full[: i + 1]) for i in range(len(full))]  # deeper cuts never count as cheaper
-        g.step_loss = [b - a for a, b in zip(full, full[1:])]
-    if not blocks:
-        return {}
-    units = [u for u in graph.leaves() if u.path in blocks]
-    damage = sorted(max(float(v), 0.0) for v in Ablation().score(base, graph, units, data).values())
-    by_score = sorted(blocks, key=lambda b: scores.get(b, 0.0))
-    return dict(zip(by_score, damage))
+class PathDamage:
+    """move_cost="sensitivity": prices every move from a state by measured output damage on the
+    model as cut so far (prunekit.sensitivity simulates the state on `base`). Calling it on a state
+    sets each live group's `step_loss` for the steps below its current width and returns each
+    alive block's removal cost. Measured along the path, not once on the dense model, because cuts
+    that each look harmless on the dense model add up (and removing a block costs more when its
+    neighbours are gone)."""
+
+    def __init__(self, base: nn.Module, groups: list[Group], blocks: list[str], zeroed: dict[str, int],
+                 data: Any) -> None:
+        self.damage = StateDamage(base, data)
+        self.groups, self.blocks, self.zeroed = groups, blocks, zeroed
+        self.owner = {g.id: b for b in blocks for g in groups if all(p.startswith(b + ".") for p in g.layers)}
+        self.evaluations = 0
+
+    def _cost(self, removed: frozenset[str], kept: dict[int, int]) -> float:
+        self.evaluations += 1
+        by_id = {g.id: g for g in self.groups}
+        return self.damage({b: self.zeroed.get(b) for b in removed},
+                           [(by_id[gid].layers, by_id[gid].channels(level)) for gid, level in kept.items()])
+
+    def __call__(self, state: State) -> dict[str, float]:
+        here = self._cost(state.removed, state.kept)
+        for g in self.groups:
+            if self.owner.get(g.id) in state.removed:
+                continue
+            i = g.levels.index(state.kept.get(g.id, g.width))
+            curve = [here] + [self._cost(state.removed, {**state.kept, g.id: level}) for level in g.levels[i + 1:]]
+            curve = [max(curve[: j + 1]) for j in range(len(curve))]  # deeper cuts never count as cheaper
+            g.step_loss = [0.0] * i + [b - a for a, b in zip(curve, curve[1:])]
+        alive = [b for b in self.blocks if b not in state.removed]
+        if len(alive) < 2:
+            return {}
+        return {b: max(self._cost(state.removed | {b}, state.kept) - here, 0.0) for b in alive}
 
 
 def _block_importance(blocks: list[str], scores: dict[str, float], groups: list[Group]) -> dict[str, float]:
@@ -327,22 +349,47 @@ def _block_importance(blocks: list[str], scores: dict[str, float], groups: list[
 @dataclass
 class PathPoint:
     state: State
-    estimate_ms: float
+    estimate_ms: float  # at the first size
     move: str
+    estimates: list[float] = field(default_factory=list)  # ms at every size the target is planned at
 
 
-def greedy_path(est: Estimator, groups: list[Group], blocks: list[str], block_imp: dict[str, float]) -> list[PathPoint]:
+def greedy_path(est: Estimator | list[Estimator], groups: list[Group], blocks: list[str],
+                block_imp: dict[str, float], start: PathPoint | None = None, max_step: float | None = None,
+                reprice: Callable[[State], dict[str, float]] | None = None, reprice_every: float = 0.1,
+                reprice_until: float = 0.0) -> list[PathPoint]:
     """Moves in order of importance lost per estimated millisecond saved, from the dense state until
     no move is left (at least one block stays). Moves the estimate says save nothing (free layers,
     or timing noise in the table) come after all that save time, least loss first, so the path
-    always reaches the smallest model and the correction can measure how fast it really is."""
-    state = State()
-    current = est.total(state)
-    path = [PathPoint(state, current, "dense")]
+    always reaches the smallest model and the correction can measure how fast it really is.
+
+    With one estimator per input size, a move's saving is the fraction of the start time it saves
+    at the size whose estimated ratio is highest (the smallest over sizes within BINDING of it):
+    what a layer saves depends on the frame size, and saving where the ratio lags keeps the ratios
+    of all sizes together, so a prefix meets the goal at every size without overshooting at one.
+
+    `start` continues from a point instead of the dense state; `max_step` skips moves that save more
+    than that fraction of the start time (the correction's finer path across a gap). `reprice(state)`
+    (PathDamage) prices the moves again at the start and each time the estimated ratio has dropped
+    by `reprice_every`, while it is above `reprice_until`; it returns the block costs."""
+    ests = est if isinstance(est, list) else [est]
+    if start is None:
+        state = State()
+        current = [e.total(state) for e in ests]
+        start = PathPoint(state, current[0], "dense", current)
+    state, current = start.state, list(start.estimates)
+    path = [start]
+
+    def ratio_now() -> float:
+        return max(c / max(e.start_ms, 1e-12) for e, c in zip(ests, current))
+
+    if reprice is not None:
+        block_imp = {**block_imp, **reprice(state)}
+        priced_at = ratio_now()
     inside = {b: [g.id for g in groups if all(p.startswith(b + ".") for p in g.layers)] for b in blocks}
     owner = {gid: b for b, ids in inside.items() for gid in ids}
     while True:
-        best: tuple[tuple[int, float], State, float, str] | None = None
+        best: tuple[tuple[int, float], State, list[float], str] | None = None
         alive = [b for b in blocks if b not in state.removed]
         candidates: list[tuple[float, State, str]] = []
         if len(alive) > 1:
@@ -364,16 +411,23 @@ def greedy_path(est: Estimator, groups: list[Group], blocks: list[str], block_im
                 done_units = (g.width - now) // g.unit
                 lost = sum(g.importance[done_units:gone_units])
             candidates.append((lost, State(state.removed, {**state.kept, g.id: nxt}), f"cut {g.layers[0]} to {nxt}"))
+        ratios = [c / max(e.start_ms, 1e-12) for e, c in zip(ests, current)]
+        binding = [i for i, r in enumerate(ratios) if r >= max(ratios) - BINDING]
         for lost, nxt_state, move in candidates:
-            after = est.total(nxt_state)
-            saved = current - after
+            after = [e.total(nxt_state) for e in ests]
+            saved = min((current[i] - after[i]) / max(ests[i].start_ms, 1e-12) for i in binding)
+            if max_step is not None and saved > max_step:
+                continue
             score = (0, max(lost, 0.0) / saved) if saved > 0 else (1, max(lost, 0.0))
             if best is None or score < best[0]:
                 best = (score, nxt_state, after, move)
         if best is None:
             return path
         _, state, current, move = best
-        path.append(PathPoint(state, current, move))
+        path.append(PathPoint(state, current[0], move, current))
+        if reprice is not None and priced_at - ratio_now() >= reprice_every and ratio_now() > reprice_until:
+            block_imp = {**block_imp, **reprice(state)}
+            priced_at = ratio_now()
 
 
 # --------------------------------------------------------------------------- building a state
@@ -435,14 +489,20 @@ def realize(base: nn.Module, dense: nn.Module, state: State, groups: list[Group]
 
 
 # --------------------------------------------------------------------------- the planner
-def _inputs_at(target: LatencyRatio | Latency, example_inputs: Any) -> Any:
-    if target.shape is None:
+def _inputs_at(target: LatencyRatio | Latency, shape: dict[str, list[int]] | None, example_inputs: Any) -> Any:
+    if shape is None:
         return example_inputs
     known = input_shapes(example_inputs)
-    unknown = sorted(set(target.shape) - set(known))
+    unknown = sorted(set(shape) - set(known))
     if unknown:
-        raise ConfigError(f"{target!r}: shape names inputs {unknown}, but the example inputs are {sorted(known)}")
-    return example_inputs_from_shapes({**known, **target.shape})
+        raise ConfigError(f"{target!r}: a shape names inputs {unknown}, but the example inputs are {sorted(known)}")
+    return example_inputs_from_shapes({**known, **shape})
+
+
+def _layers_at(base: nn.Module, layers: list[Layer], inputs: Any) -> list[Layer]:
+    """The same layers with the input shapes they see when the model runs on `inputs`."""
+    shapes = _record_inputs(base, inputs, [layer.path for layer in layers])
+    return [dataclasses.replace(layer, input_shape=shapes[layer.path]) for layer in layers if layer.path in shapes]
 
 
 def plan_latency(
@@ -459,22 +519,23 @@ def plan_latency(
     replaced: list[Replacement] | None = None,
     cache: Any = None,
     strategy_kwargs: dict[str, Any] | None = None,
-    costs: CostModel | None = None,
+    costs: CostModel | list[CostModel] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     max_iterations: int = MAX_ITERATIONS,
     threads: int | None = None,
     clock: str = "auto",
     move_cost: str = "importance",
 ) -> Plan:
-    """A Plan whose model meets `target` as measured (see the module docstring). `costs` replaces
-    the measured cost model (tests inject a deterministic one); `move_cost` ("importance" or
-    "sensitivity") prices what each move loses."""
+    """A Plan whose model meets `target` as measured (see the module docstring), at its size and at
+    every size in `target.also_at`. `costs` replaces the measured cost model, one per size (tests
+    inject deterministic ones); `move_cost` ("importance" or "sensitivity") prices what each move loses."""
     if move_cost not in MOVE_COSTS:
         raise ConfigError(f"move_cost must be one of {list(MOVE_COSTS)}, got {move_cost!r}")
     started = time.perf_counter()
     replaced = list(replaced or [])
     example_inputs = graph.example_inputs
-    latency_inputs = _inputs_at(target, example_inputs)
+    sizes = [_inputs_at(target, target.shape, example_inputs)]
+    sizes += [_inputs_at(target, shape, example_inputs) for shape in getattr(target, "also_at", None) or []]
     layout = layout or graph.layout
     runner_name, runner_fn = lat.resolve_runner(runner, layout.runner if layout is not None else None)
     device = lat.device_of(model)
@@ -495,46 +556,62 @@ def plan_latency(
 
     table_dir = lat.cache_dir(cache)
     if costs is None:
-        key = lat.TableKey(hardware=lat.device_name(device), device=str(device), threads=n_threads, runner=runner_name,
-                           clock=chosen_clock, shapes=input_shapes(latency_inputs), model=lat.model_signature(base))
-        table = lat.LatencyTable.load(key, table_dir)
-        costs = MeasuredCost(table, (runner_name, runner_fn), latency_inputs, n_threads, chosen_clock, device)
+        costs = []
+        for inputs in sizes:
+            key = lat.TableKey(hardware=lat.device_name(device), device=str(device), threads=n_threads,
+                               runner=runner_name, clock=chosen_clock, shapes=input_shapes(inputs),
+                               model=lat.model_signature(base))
+            table = lat.LatencyTable.load(key, table_dir)
+            costs.append(MeasuredCost(table, (runner_name, runner_fn), inputs, n_threads, chosen_clock, device))
+    costs = costs if isinstance(costs, list) else [costs]
+    if len(costs) != len(sizes):
+        raise ConfigError(f"plan_latency: {len(sizes)} input sizes but {len(costs)} cost models")
 
     excluded: set[str] = set()
     history: list[dict[str, float]] = []
     while True:  # restarts without a group whose cut breaks the model
-        layers, groups = search_space(base, example_inputs, latency_inputs, layout, blocks, chan_scorer, round_to, excluded)
+        layers, groups = search_space(base, example_inputs, sizes[0], layout, blocks, chan_scorer, round_to, excluded)
         if not blocks and not groups:
             raise NoUnitsError(f"{type(model).__name__} has neither removable blocks nor prunable channel groups")
-        if replaced:  # the search starts from the replaced model: its own time anchors the estimates
-            dense_ms, start_ms, _ = costs.compare(model, base)
-        else:
-            dense_ms, _, _ = costs.compare(model, model)
-            start_ms = dense_ms
-        est = Estimator(layers, groups, costs, start_ms)
+        dense_ms, ests = [], []
+        for i, (inputs, cost) in enumerate(zip(sizes, costs)):
+            # the search starts from the replaced model, if any: its own time anchors the estimates
+            d_ms, start_ms, _ = cost.compare(model, base if replaced else model)
+            dense_ms.append(d_ms)
+            ests.append(Estimator(layers if i == 0 else _layers_at(base, layers, inputs), groups, cost,
+                                  start_ms if replaced else d_ms))
+        block_cost = _block_importance(blocks, scores, groups)
+        along: dict[str, Any] = {}
         if move_cost == "sensitivity":
-            block_cost = measure_sensitivity(base, graph, groups, blocks, scores, data)
-        else:
-            block_cost = _block_importance(blocks, scores, groups)
-        path = greedy_path(est, groups, blocks, block_cost)
+            goal = _goal_ms(target, dense_ms[0]) / dense_ms[0]
+            along = {"reprice": PathDamage(base, groups, blocks, zeroed, data), "reprice_every": REPRICE_EVERY,
+                     "reprice_until": goal * (1 - 2 * tolerance)}
+        path = greedy_path(ests, groups, blocks, block_cost, **along)
+        refine = functools.partial(greedy_path, ests, groups, blocks, block_cost, **along)  # (start, max_step)
         try:
             result = _correct(path, dense_ms, costs, model, base, groups, replaced, example_inputs, chan_scorer,
-                              target, tolerance, max_iterations, history, zeroed)
+                              target, tolerance, max_iterations, history, zeroed, refine)
             break
         except BrokenGroup as broken:
             excluded.update(broken.layers)
-    if isinstance(getattr(costs, "table", None), lat.LatencyTable):
-        costs.table.save(table_dir)
-    point, removed, steps, dense_ms, measured_ms, spread, ratio = result
+    for cost in costs:
+        if isinstance(getattr(cost, "table", None), lat.LatencyTable):
+            cost.table.save(table_dir)
+    point, removed, steps, checks = result
+    first = checks[0]
 
     stats0 = Stats(params_before=graph.total_params, params_after=graph.total_params,
                    flops_before=graph.total_flops or profile.flops(model, example_inputs), flops_after=0)
     widths = {g.layers[0]: [point.state.kept.get(g.id, g.width), g.width] for g in groups if g.id in point.state.kept}
     record = LatencyRecord(
-        target_ms=_goal_ms(target, dense_ms), dense_ms=dense_ms, planned_ms=point.estimate_ms, measured_ms=measured_ms,
-        device=str(device), hardware=lat.device_name(device), threads=n_threads, runner=runner_name,
-        clock=chosen_clock, shapes=input_shapes(latency_inputs), ratio=ratio, move_cost=move_cost, spread=spread, iterations=len(history),
-        planner_s=0.0, widths=widths, history=history,
+        target_ms=_goal_ms(target, first["dense_ms"]), dense_ms=first["dense_ms"], planned_ms=point.estimate_ms,
+        measured_ms=first["measured_ms"], device=str(device), hardware=lat.device_name(device), threads=n_threads,
+        runner=runner_name, clock=chosen_clock, shapes=input_shapes(sizes[0]), ratio=first["ratio"],
+        move_cost=move_cost, spread=first["spread"], iterations=len(history), planner_s=0.0, widths=widths,
+        history=history,
+        also_at=[SizeCheck(shapes=input_shapes(inputs), planned_ms=point.estimates[i + 1],
+                           **{k: c[k] for k in ("dense_ms", "measured_ms", "ratio")})
+                 for i, (inputs, c) in enumerate(zip(sizes[1:], checks[1:]))],
     )
     plan = Plan(
         removed=removed, zeroed={p: n for p, n in zeroed.items() if p in removed}, channels=steps, replaced=replaced,
@@ -555,16 +632,25 @@ def _goal_ms(target: LatencyRatio | Latency, dense_ms: float) -> float:
     return target.keep * dense_ms if isinstance(target, LatencyRatio) else target.ms
 
 
-def _correct(path: list[PathPoint], dense_ms0: float, costs: CostModel, dense: nn.Module, base: nn.Module,
-             groups: list[Group], replaced: list[Replacement], example_inputs: Any, scorer: Any,
+def _correct(path: list[PathPoint], dense_ms0: list[float], costs: list[CostModel], dense: nn.Module,
+             base: nn.Module, groups: list[Group], replaced: list[Replacement], example_inputs: Any, scorer: Any,
              target: LatencyRatio | Latency, tolerance: float, max_iterations: int,
-             history: list[dict[str, float]], zeroed: dict[str, int]):
+             history: list[dict[str, float]], zeroed: dict[str, int],
+             refine: Callable[[PathPoint, float], list[PathPoint]] | None = None):
     """Walk the path: pick a prefix by its estimate, build and time it, update, until the measured
-    latency is within [goal * (1 - tolerance), goal]. Estimated ratios are relative to `dense_ms0`,
-    the dense model's measured time (the path may start below it, from a replaced model)."""
-    ratios = [p.estimate_ms / dense_ms0 for p in path]
-    measured: dict[int, tuple[float, float, float, list[str], list[ChannelStep], float]] = {}
+    latency is within [goal * (1 - tolerance), goal]. With several input sizes a prefix's ratio is
+    its largest over the sizes (the goal must hold at each). Estimated ratios are relative to
+    `dense_ms0`, the dense model's measured times (the path may start below them, from a replaced
+    model). When one move jumps across the window (a block, or a wide group's step), `refine(point,
+    max_step)` gives a finer path from the last prefix that is too slow, once.
+    Returns (point, removed, steps, per-size measurements of the chosen prefix)."""
+    Measured = tuple[float, list[dict[str, float]], list[str], list[ChannelStep], PathPoint]
+    measured: dict[int, Measured] = {}
+    earlier: list[Measured] = []  # measurements of a path tail the finer path replaced
     verified: set[int] = set()
+
+    def estimated(points: list[PathPoint]) -> list[float]:
+        return [max(e / d for e, d in zip(p.estimates, dense_ms0)) for p in points]
 
     def goal_ratio(dense_ms: float) -> float:
         return _goal_ms(target, dense_ms) / dense_ms
@@ -572,19 +658,26 @@ def _correct(path: list[PathPoint], dense_ms0: float, costs: CostModel, dense: n
     def first_at_or_below(r: float) -> int:
         return next((i for i, x in enumerate(ratios) if x <= r), len(path) - 1)
 
-    goal = goal_ratio(dense_ms0)
+    ratios = estimated(path)
+    goal = goal_ratio(dense_ms0[0])
     aim = goal * (1 - tolerance / 2)
     index = first_at_or_below(aim)
     for _ in range(max_iterations):
         removed, steps, built = realize(base, dense, path[index].state, groups, replaced, example_inputs, scorer,
                                         verified, zeroed)
-        dense_ms, cand_ms, info = costs.compare(dense, built)
-        ratio = info.get("ratio", cand_ms / dense_ms)
-        goal = goal_ratio(dense_ms)
+        checks = []
+        for cost in costs:
+            dense_ms, cand_ms, info = cost.compare(dense, built)
+            checks.append({"dense_ms": dense_ms, "measured_ms": cand_ms, "spread": info.get("spread", 0.0),
+                           "ratio": info.get("ratio", cand_ms / dense_ms)})
+        ratio = max(c["ratio"] for c in checks)
+        goal = goal_ratio(checks[0]["dense_ms"])
         aim = goal * (1 - tolerance / 2)
-        measured[index] = (ratio, dense_ms, cand_ms, removed, steps, info.get("spread", 0.0))
+        measured[index] = (ratio, checks, removed, steps, path[index])
         history.append({"prefix": float(index), "estimated_ratio": ratios[index], "measured_ratio": ratio,
-                        "dense_ms": dense_ms, "measured_ms": cand_ms, "planned_ms": path[index].estimate_ms})
+                        "dense_ms": checks[0]["dense_ms"], "measured_ms": checks[0]["measured_ms"],
+                        "planned_ms": path[index].estimate_ms,
+                        **{f"measured_ratio_size{k}": c["ratio"] for k, c in enumerate(checks) if k}})
         if goal * (1 - tolerance) <= ratio <= goal:
             break
         above = [i for i, m in measured.items() if m[0] > goal]
@@ -594,7 +687,14 @@ def _correct(path: list[PathPoint], dense_ms0: float, costs: CostModel, dense: n
         if lo is not None and lo == len(path) - 1:
             break
         if lo is not None and hi is not None and hi - lo <= 1:
-            break
+            finer = refine(path[lo], (ratios[lo] - ratios[hi]) / 2) if refine is not None else []
+            refine = None
+            if len(finer) < 2:
+                break
+            earlier += [measured.pop(i) for i in [k for k in measured if k > lo]]
+            path = path[:lo] + finer
+            ratios = estimated(path)
+            hi = None
         # interpolate measured vs estimated ratio between the nearest measurements (or from one)
         pts = sorted((ratios[i], measured[i][0]) for i in ([lo] if lo is not None else []) + ([hi] if hi is not None else []))
         if len(pts) == 2 and pts[1][0] != pts[0][0]:
@@ -608,19 +708,26 @@ def _correct(path: list[PathPoint], dense_ms0: float, costs: CostModel, dense: n
         nxt = first_at_or_below(want)
         low_bound = lo + 1 if lo is not None else 0
         high_bound = hi - 1 if hi is not None else len(path) - 1
-        if not low_bound <= nxt <= high_bound or nxt in measured:
-            nxt = (low_bound + high_bound) // 2 if high_bound >= low_bound else high_bound
+        if high_bound < low_bound:
+            break
+        if not low_bound <= nxt <= high_bound or nxt in measured:  # the estimate cannot tell: step next to one
+            if lo is None:
+                nxt = high_bound
+            elif hi is None:
+                nxt = low_bound
+            else:
+                nxt = (low_bound + high_bound) // 2
         if nxt in measured:
             break
         index = nxt
-    feasible = {i: m for i, m in measured.items() if m[0] <= goal_ratio(m[1])}
+    tried = list(measured.values()) + earlier
+    feasible = [m for m in tried if m[0] <= goal_ratio(m[1][0]["dense_ms"])]
     if not feasible:
-        last = max(measured)
-        r = measured[last][0]
+        r, checks, _, _, point = min(tried, key=lambda m: m[0])
+        at = "" if len(checks) == 1 else f" at its slowest of {len(checks)} input sizes"
         raise UnreachableTargetError(
-            f"{target!r}: the fastest model the planner built ({path[last].move!r} after {last} moves) measured "
-            f"{r:.3f} x the dense latency ({measured[last][2]:.2f} of {measured[last][1]:.2f} ms)"
+            f"{target!r}: the fastest model the planner built (last move {point.move!r}) measured {r:.3f} x the "
+            f"dense latency{at} ({checks[0]['measured_ms']:.2f} of {checks[0]['dense_ms']:.2f} ms at the first)"
         )
-    best = max(feasible, key=lambda i: feasible[i][0])  # the slowest model that meets the goal keeps most
-    ratio, dense_ms, cand_ms, removed, steps, spread = feasible[best]
-    return path[best], removed, steps, dense_ms, cand_ms, spread, ratio
+    _, checks, removed, steps, point = max(feasible, key=lambda m: m[0])  # the slowest that meets the goal keeps most
+    return point, removed, steps, checks

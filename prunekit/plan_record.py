@@ -43,12 +43,25 @@ class Stats(BaseModel):
         return self.flops_after / self.flops_before if self.flops_before else 1.0
 
 
+class SizeCheck(BaseModel):
+    """The chosen model at one more input size of a LatencyRatio's `also_at` (measured as the
+    record's own size is)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shapes: dict[str, list[int]]
+    dense_ms: float
+    planned_ms: float
+    measured_ms: float
+    ratio: float
+
+
 class LatencyRecord(BaseModel):
     """What a latency target planned and measured. `dense_ms` / `measured_ms` are medians of
     interleaved runs on `hardware` with `threads` threads, the `runner` and the `clock`, at
     `shapes`; `ratio` is the median of the per-round ratios (what the target was checked on, so
     it can differ slightly from measured_ms / dense_ms); `planned_ms` is the lookup-table
-    estimate of the chosen model; `move_cost` is how the planner priced its moves (records
+    estimate of the chosen model; `also_at` holds the same at the target's other sizes; `move_cost` is how the planner priced its moves (records
     written before it existed priced by importance)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -70,6 +83,7 @@ class LatencyRecord(BaseModel):
     planner_s: float = 0.0
     widths: dict[str, list[int]] = Field(default_factory=dict)
     history: list[dict[str, float]] = Field(default_factory=list)
+    also_at: list[SizeCheck] = Field(default_factory=list)
 
     @property
     def kept(self) -> float:

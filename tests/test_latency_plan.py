@@ -189,6 +189,15 @@ def test_plan_corrects_when_measurement_disagrees():
     assert rec.measured_ms / rec.dense_ms >= 0.6 * 0.9 - 1e-9 or rec.iterations == lp.MAX_ITERATIONS
 
 
+def test_a_move_that_jumps_across_the_window_is_refined():
+    # Net's path jumps from 0.52 to 0.40 of the latency in one move (the trunk's group): the correction
+    # continues from the slower prefix with smaller moves and lands inside [goal * (1 - tol), goal]
+    plan = _plan(Net(), pk.LatencyRatio(0.5), FakeCost(), tolerance=0.08)
+    measured = [h["measured_ratio"] for h in plan.latency.history]
+    assert any(r > 0.5 for r in measured) and any(r < 0.46 for r in measured)
+    assert 0.46 <= plan.latency.ratio <= 0.5
+
+
 def test_absolute_latency_and_unreachable():
     model = Net()
     d = conv_cost(model)
@@ -232,6 +241,65 @@ def test_shape_override_names_known_inputs():
     assert plan.latency.shapes == {"arg0": [1, 3, 16, 16]} and plan.input_shapes == {"arg0": [1, 3, 8, 8]}
 
 
+# ----------------------------------------------------------------------------- several input sizes
+class WeightedCost(FakeCost):
+    """Another frame size: layers under the paths in `weights` cost that factor x their weight count
+    (what a layer saves changes with the frame size), the rest as in FakeCost."""
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def cost(self, model: nn.Module) -> float:
+        return sum(m.weight.numel() * self.factor(p) for p, m in model.named_modules()
+                   if isinstance(m, nn.Conv2d)) / 1e3
+
+    def factor(self, path: str) -> float:
+        return next((w for p, w in self.weights.items() if path == p or path.startswith(p + ".")), 1.0)
+
+    def layer_ms(self, layer, cin, cout):
+        return super().layer_ms(layer, cin, cout) * self.factor(layer.path)
+
+    def compare(self, dense, candidate):
+        self.compares += 1
+        return self.cost(dense), self.cost(candidate), {}
+
+
+def test_greedy_prefers_moves_that_save_at_every_size():
+    layers = [_layer("a", 4, 8, out_group=0), _layer("b", 4, 8, out_group=1)]
+    one = LayerCost({"a": 1.0, "b": 2.0})  # at the first size b saves twice what a saves
+    two = LayerCost({"a": 1.0, "b": 0.01})  # at the second, b saves almost nothing
+    groups = [_group(0, "a"), _group(1, "b")]
+
+    def est(costs):
+        return lp.Estimator(layers, groups, costs, sum(costs.layer_ms(x, 4, 8) for x in layers))
+
+    assert lp.greedy_path(est(one), groups, [], {})[1].move == "cut b to 4"
+    path = lp.greedy_path([est(one), est(two)], groups, [], {})
+    assert path[1].move == "cut a to 4" and len(path[1].estimates) == 2
+    assert path[1].estimates[0] == path[1].estimate_ms < path[0].estimates[0]
+
+
+def test_also_at_holds_the_ratio_at_every_size():
+    model = Net()
+    big = {"arg0": [1, 3, 16, 16]}
+    weights = {"head": 0.02, "body": 0.02, "wide": 0.02}  # at 16x16 the tail costs most
+    alone = pk.apply(model, _plan(model, pk.LatencyRatio(0.5), FakeCost()))
+    assert WeightedCost(weights).cost(alone) / WeightedCost(weights).cost(model) > 0.5  # planned at 8x8 only
+    target = pk.LatencyRatio(0.5, also_at=[big])
+    assert parse_target(target.model_dump()) == target
+    plan = _plan(model, target, [FakeCost(), WeightedCost(weights)])
+    small = pk.apply(model, plan)
+    rec = plan.latency
+    assert [c.shapes for c in rec.also_at] == [big]
+    second = WeightedCost(weights).cost(small) / WeightedCost(weights).cost(model)
+    assert rec.also_at[0].ratio == pytest.approx(second) and second <= 0.5
+    assert conv_cost(small) / conv_cost(model) <= 0.5 and rec.ratio <= 0.5
+    assert all("measured_ratio_size1" in h for h in rec.history)
+    with pytest.raises(ConfigError, match="names inputs"):
+        _plan(model, pk.LatencyRatio(0.5, also_at=[{"img": [1, 3, 8, 8]}]), [FakeCost(), FakeCost()])
+
+
 # ----------------------------------------------------------------------------- sensitivity pricing
 def test_zeroed_channels_damage_equals_removing_them():
     from prunekit.channels import ChannelStep, apply_channels
@@ -245,6 +313,20 @@ def test_zeroed_channels_damage_equals_removing_them():
     with torch.no_grad():
         expected = float((model(X).double() - pruned(X).double()).pow(2).mean())
     assert damage == pytest.approx(expected, rel=1e-6) and damage > 0
+    # removing a unit is simulated by its bypass: the same damage as the model without it
+    from prunekit.removal import remove_units
+    from prunekit.sensitivity import StateDamage
+
+    net = Net().eval()
+    without = remove_units(net, ["body.1"])
+    with torch.no_grad():
+        expected_block = float((net(X).double() - without(X).double()).pow(2).mean())
+    assert StateDamage(net, [X])({"body.1": None}, []) == pytest.approx(expected_block, rel=1e-6)
+    # a task loss in the calibration is ignored: damage is the distance from the model's own outputs
+    from prunekit.strategies import Calibration
+
+    lucky = Calibration(inputs=[X], targets=[pruned(X).detach()], loss_fn=lambda o, t: (o - t).abs().mean())
+    assert cut_damage(model, [(["0"], [gone])], lucky)[0][0] == pytest.approx(expected, rel=1e-6)
 
 
 def test_sensitivity_prices_every_step_by_measured_damage():
@@ -257,10 +339,23 @@ def test_sensitivity_prices_every_step_by_measured_damage():
     assert plan.latency.move_cost == "sensitivity" and plan.latency.measured_ms <= 0.5 * conv_cost(model)
     blocks = [u.path for u in graph.leaves()]
     _, groups = lp.search_space(model, X, X, None, blocks, imp.resolve("l2", model, [X]), None, set())
-    costs = lp.measure_sensitivity(model, graph, groups, blocks, {}, [X])
+    pricer = lp.PathDamage(model, groups, blocks, {}, [X])
+    costs = pricer(lp.State())
     for g in groups:  # non-negative steps that add up to the damage of the deepest cut
         assert g.step_loss is not None and len(g.step_loss) == len(g.levels) - 1 and min(g.step_loss) >= 0
     assert set(costs) == set(blocks) and min(costs.values()) >= 0
+    # along the path: with a block gone and a group cut, moves are priced on the model as cut so far
+    from prunekit.sensitivity import StateDamage
+
+    g = groups[0]
+    state = lp.State(frozenset({blocks[0]}), {g.id: g.levels[1]})
+    later = pricer(state)
+    assert set(later) == set(blocks[1:]) and g.step_loss[0] == 0.0
+    damage = StateDamage(model, [X])
+    cut = [(g.layers, g.channels(g.levels[1]))]
+    here = damage({blocks[0]: None}, cut)
+    assert later[blocks[1]] == pytest.approx(max(damage({blocks[0]: None, blocks[1]: None}, cut) - here, 0.0))
+    assert g.step_loss[1] == pytest.approx(max(damage({blocks[0]: None}, [(g.layers, g.channels(g.levels[2]))]) - here, 0.0))
     by_default = _plan(model, pk.LatencyRatio(0.5), FakeCost())
     assert by_default.latency.move_cost == "importance"
     with pytest.raises(ConfigError, match="move_cost"):

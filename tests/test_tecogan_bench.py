@@ -89,6 +89,11 @@ def test_cli_rejects_bad_options(capsys, tmp_path):
     assert main(["bench", "tecogan", "--series", "x:plain:w1.5"]) == 2
     # depth-only series keep their pre-width serialised form, so earlier runs' settings.json still match
     assert Series.parse("positional:plain").model_dump() == {"strategy": "positional", "finetune": "plain"}
+    priced = Series.parse("block_influence:plain:lat0.33:sensitivity")
+    assert priced.move_cost == "sensitivity" and priced.key == "block_influence-plain-lat0.33-sensitivity"
+    assert "move_cost" not in Series.parse("block_influence:plain:lat0.33").model_dump()
+    with pytest.raises(ConfigError, match="add latFRACTION"):
+        Series.parse("block_influence:plain:sensitivity")
     assert "[0, 1)" in capsys.readouterr().err
     assert main(["bench", "tecogan", "--preset", "huge"]) == 2
     assert main(["bench", "tecogan", "--preset", "paper"]) == 2  # needs --data-root

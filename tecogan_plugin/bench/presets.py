@@ -32,19 +32,23 @@ class Series(StrictModel):
     - `latency`: instead of the preset's block counts, one model keeping this fraction of the dense
       model's measured fast-path latency (blocks and per-group widths chosen by prunekit's planner);
     - `subpixel`: the kernel of the sub-pixel head that replaces SRNet's ConvTranspose tail
-      (`tecogan.subpixel_head`, least-squares initialised), None to keep the tail."""
+      (`tecogan.subpixel_head`, least-squares initialised), None to keep the tail;
+    - `move_cost`: how the latency planner prices its moves (`pk.plan`'s move_cost)."""
 
     strategy: str
     finetune: Literal["none", "plain", "distill"]
     width: float = Field(0.0, ge=0.0, lt=1.0)
     latency: float | None = Field(None, gt=0.0, le=1.0)
     subpixel: int | None = None
+    move_cost: Literal["importance", "sensitivity"] = "importance"
 
     @classmethod
     def parse(cls, spec: str) -> "Series":
-        """`STRATEGY:HEAL[:wF][:latK][:subpixel[K]]` or `tp:HEAL:latK`, e.g. `positional:plain` (the
-        study), `block_influence:plain:w0.5`, `block_influence:distill:lat0.33:subpixel`."""
-        usage = (f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION][:latFRACTION][:subpixel[K]] "
+        """`STRATEGY:HEAL[:wF][:latK[:sensitivity]][:subpixel[K]]` or `tp:HEAL:latK`, e.g.
+        `positional:plain` (the study), `block_influence:plain:w0.5`,
+        `block_influence:distill:lat0.33:subpixel`, `block_influence:plain:lat0.33:sensitivity`."""
+        usage = (f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION][:latFRACTION[:sensitivity]]"
+                 "[:subpixel[K]] "
                  f"or tp:HEAL:latFRACTION, got {spec!r}")
         parts = spec.split(":")
         if len(parts) < 2 or not parts[0] or parts[1] not in FINETUNE_MODES:
@@ -57,6 +61,8 @@ class Series(StrictModel):
             fields[name] = value
         if "width" in fields and "latency" in fields:
             raise ConfigError(f"--series: {spec!r}: a latency target chooses the widths itself; drop wFRACTION")
+        if "move_cost" in fields and "latency" not in fields:
+            raise ConfigError(f"--series: {spec!r}: sensitivity prices the latency planner's moves; add latFRACTION")
         if fields["strategy"] == TP and ("latency" not in fields or len(fields) != 3):
             raise ConfigError(f"--series: the Torch-Pruning baseline is tp:HEAL:latFRACTION, got {spec!r}")
         return cls(**fields)
@@ -66,20 +72,21 @@ class Series(StrictModel):
         """`strategy-heal[-wF][-latK][-subpixelK]`; names the run folders and rows."""
         return (f"{self.strategy}-{self.finetune}" + (f"-w{self.width:g}" if self.width else "")
                 + (f"-lat{self.latency:g}" if self.latency is not None else "")
-                + (f"-subpixel{self.subpixel}" if self.subpixel is not None else ""))
+                + (f"-subpixel{self.subpixel}" if self.subpixel is not None else "")
+                + (f"-{self.move_cost}" if self.move_cost != "importance" else ""))
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         """Options left at their defaults are not written, so earlier runs' settings still match."""
         data = handler(self)
-        for name, default in (("width", 0.0), ("latency", None), ("subpixel", None)):
+        for name, default in (("width", 0.0), ("latency", None), ("subpixel", None), ("move_cost", "importance")):
             if getattr(self, name) == default:
                 data.pop(name, None)
         return data
 
 
 def _option(text: str, spec: str) -> tuple[str, Any]:
-    """One `:` option of a series: wF, latK or subpixel[K]."""
+    """One `:` option of a series: wF, latK, sensitivity or subpixel[K]."""
     def number(prefix: str) -> float:
         try:
             return float(text[len(prefix):])
@@ -98,14 +105,16 @@ def _option(text: str, spec: str) -> tuple[str, Any]:
             raise ConfigError(f"--series: latency in {spec!r} must be latFRACTION with FRACTION in (0, 1], "
                               f"e.g. lat0.33; got {text!r}")
         return "latency", keep
+    if text == "sensitivity":
+        return "move_cost", text
     if text.startswith("subpixel"):
         kernel = text[len("subpixel"):] or "3"
         if kernel not in ("1", "3", "5", "7"):
             raise ConfigError(f"--series: {text!r} in {spec!r}: the head's kernel must be 1, 3, 5 or 7 "
                               "(subpixel = subpixel3)")
         return "subpixel", int(kernel)
-    raise ConfigError(f"--series: unknown option {text!r} in {spec!r} (expected wFRACTION, latFRACTION or "
-                      "subpixel[K])")
+    raise ConfigError(f"--series: unknown option {text!r} in {spec!r} (expected wFRACTION, latFRACTION, "
+                      "sensitivity or subpixel[K])")
 
 
 class EvalSet(StrictModel):
@@ -127,8 +136,9 @@ class BenchPreset(StrictModel):
     finetune: dict[str, Any]  # a schedule FinetuneStage (without `kind`/`distill`)
     distill: dict[str, Any] = Field(default_factory=lambda: {"weight": 1.0, "loss": "charbonnier"})
     calibration: PositiveInt = 8
-    # GT crop of the calibration clips of sub-pixel series: the head's least-squares fit needs more
-    # LR pixels than the training crop gives (nf*k*k+1 unknowns per output)
+    # GT crop of the calibration clips of sub-pixel and latency series: the head's least-squares fit
+    # needs more LR pixels than the training crop gives (nf*k*k+1 unknowns per output), and the
+    # planner's damage estimates need FNet's coarsest level (1/8 of the LR crop) to be more than a pixel
     surgery_gt_crop: PositiveInt = 128
     blocks: list[int] = Field(default_factory=lambda: [9, 7, 5, 3, 1])
     series: list[Series]

@@ -33,6 +33,7 @@ class BenchRow(BaseModel):
     width: float = 0.0
     latency_target: float | None = None
     subpixel: int | None = None
+    move_cost: str = "importance"  # latency series: how the planner priced its moves
     blocks: int
     params_total: int
     params_srnet: int
@@ -97,6 +98,8 @@ def series_label(row: BenchRow) -> str:
         options.append(f"w{row.width:g}")
     if row.latency_target is not None:
         options.append(f"lat{row.latency_target:g}")
+    if row.move_cost != "importance":
+        options.append(row.move_cost)
     if row.subpixel is not None:
         options.append(f"subpixel k{row.subpixel}")
     return f"{row.strategy} ({', '.join(options)}) nb={row.blocks}"
