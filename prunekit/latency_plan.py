@@ -1,22 +1,24 @@
 """The latency planner: which blocks to remove and how wide each channel group stays so that the
-model meets a MEASURED latency target (LatencyRatio / Latency).
+model meets a MEASURED latency target (LatencyRatio / Latency), at one input size or several.
 
 1. Lookup table. Every conv / linear layer is timed alone, at the input size it sees at the target
    shape, at the (in, out) widths the search asks for (memoised, and cached on disk per hardware,
    threads, runner, clock, shapes and model signature: prunekit.latency.LatencyTable). The model's
    estimated latency is the measured dense latency with each layer's table time swapped for its
-   time at the current widths (layers of removed blocks cost nothing).
+   time at the current widths (layers of removed blocks cost nothing). One table per input size.
 2. Greedy path. From the dense model, repeatedly take the cheapest move in importance lost per
    millisecond saved: remove a block, or cut one channel group by one step (1/8 of its width,
    `round_to` channels, whole PixelShuffle blocks; the channel importance picks which channels go).
    What a move loses is priced by `move_cost`: "importance" (default) sums the channel importance
    of the channels a step removes and puts block scores on that scale; "sensitivity" measures the
-   output damage of each block removal and of each cut depth of each group on the calibration data
-   (prunekit.sensitivity; one unit for every move, so cuts in different layers compare). The path runs until no move saves time; it does not depend on the target.
+   output damage of each move on the calibration data, on the model as cut so far, again every
+   REPRICE_EVERY of the ratio (PathDamage; one unit for every move, so cuts in different layers
+   compare). The path runs until no move is left; it does not depend on the target.
 3. Correction. A prefix of the path is chosen by its estimate, built, and timed against the dense
-   model (interleaved runs with the runner). The next prefix comes from interpolating measured vs
-   estimated ratios between the nearest measured prefixes (secant, bisection as a fallback) until
-   the measured latency lies in [goal - tolerance, goal].
+   model (interleaved runs with the runner, at every size). The next prefix comes from
+   interpolating measured vs estimated ratios between the nearest measured prefixes (secant; the
+   next prefix over as a fallback; once, a finer path where one move jumps across the window)
+   until the measured latency lies in [goal * (1 - tolerance), goal].
 """
 
 from __future__ import annotations
@@ -301,10 +303,8 @@ class PathDamage:
         self.damage = StateDamage(base, data)
         self.groups, self.blocks, self.zeroed = groups, blocks, zeroed
         self.owner = {g.id: b for b in blocks for g in groups if all(p.startswith(b + ".") for p in g.layers)}
-        self.evaluations = 0
 
     def _cost(self, removed: frozenset[str], kept: dict[int, int]) -> float:
-        self.evaluations += 1
         by_id = {g.id: g for g in self.groups}
         return self.damage({b: self.zeroed.get(b) for b in removed},
                            [(by_id[gid].layers, by_id[gid].channels(level)) for gid, level in kept.items()])

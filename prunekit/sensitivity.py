@@ -95,10 +95,3 @@ class StateDamage:
                 stack.enter_context(zeroed_channels([self.modules[p] for p in paths], channels))
             outputs = [call_model(self.model, batch, what="a calibration batch") for batch, _ in self.calib.batches()]
         return Ablation._damage(self.calib, self.dense, outputs)
-
-
-def cut_damage(model: nn.Module, cuts: list[tuple[list[str], list[torch.Tensor]]], data: Any) -> list[list[float]]:
-    """For each (layer paths, channel sets) entry: the damage of zeroing each channel set at those
-    layers' outputs (same order; `data`: calibration batches)."""
-    damage = StateDamage(model, data)
-    return [[damage({}, [(paths, channels)]) for channels in channel_sets] for paths, channel_sets in cuts]

@@ -303,19 +303,18 @@ def test_also_at_holds_the_ratio_at_every_size():
 # ----------------------------------------------------------------------------- sensitivity pricing
 def test_zeroed_channels_damage_equals_removing_them():
     from prunekit.channels import ChannelStep, apply_channels
-    from prunekit.sensitivity import cut_damage
+    from prunekit.sensitivity import StateDamage
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).eval()
     gone = torch.tensor([1, 4, 6])
-    (damage,), = cut_damage(model, [(["0"], [gone])], [X])
+    damage = StateDamage(model, [X])({}, [(["0"], gone)])
     pruned = apply_channels(copy.deepcopy(model), X, [ChannelStep(layer="0", idxs=gone.tolist())])
     with torch.no_grad():
         expected = float((model(X).double() - pruned(X).double()).pow(2).mean())
     assert damage == pytest.approx(expected, rel=1e-6) and damage > 0
     # removing a unit is simulated by its bypass: the same damage as the model without it
     from prunekit.removal import remove_units
-    from prunekit.sensitivity import StateDamage
 
     net = Net().eval()
     without = remove_units(net, ["body.1"])
@@ -326,7 +325,7 @@ def test_zeroed_channels_damage_equals_removing_them():
     from prunekit.strategies import Calibration
 
     lucky = Calibration(inputs=[X], targets=[pruned(X).detach()], loss_fn=lambda o, t: (o - t).abs().mean())
-    assert cut_damage(model, [(["0"], [gone])], lucky)[0][0] == pytest.approx(expected, rel=1e-6)
+    assert StateDamage(model, lucky)({}, [(["0"], gone)]) == pytest.approx(expected, rel=1e-6)
 
 
 def test_sensitivity_prices_every_step_by_measured_damage():
