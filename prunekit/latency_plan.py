@@ -203,18 +203,21 @@ def _record_inputs(model: nn.Module, inputs: Any, paths: list[str]) -> dict[str,
     return shapes
 
 
-def _levels(width: int, unit: int, round_to: int | None) -> list[int]:
-    """Widths a group may be cut to, widest first (always whole `unit`s, at least one unit)."""
+def _levels(width: int, unit: int, round_to: int | None, min_keep: float = 0.0) -> list[int]:
+    """Widths a group may be cut to, widest first (always whole `unit`s, at least one unit, at
+    least `min_keep` of the width)."""
     if round_to:
         lows = [k for k in range(round_to, width, round_to) if k % unit == 0]
-        return [width] + sorted(lows, reverse=True)
-    step = max(unit, math.ceil(width / STEPS_PER_GROUP / unit) * unit)
-    return [w for w in range(width, unit - 1, -step)]
+        levels = [width] + sorted(lows, reverse=True)
+    else:
+        step = max(unit, math.ceil(width / STEPS_PER_GROUP / unit) * unit)
+        levels = [w for w in range(width, unit - 1, -step)]
+    return [w for w in levels if w >= min_keep * width - 1e-9]
 
 
 def search_space(
     base: nn.Module, example_inputs: Any, latency_inputs: Any, layout: Layout | None, blocks: list[str],
-    scorer: Any, round_to: int | None, excluded: set[str],
+    scorer: Any, round_to: int | None, excluded: set[str], min_keep: float = 0.0,
 ) -> tuple[list[Layer], list[Group]]:
     """The layers the table prices and the channel groups the search may cut (importance from
     `scorer` on `base`). Groups whose layers are in `excluded` are left whole."""
@@ -237,7 +240,7 @@ def search_space(
                 continue
             root = group[0].dep.target.module
             width, unit = len(group[0].idxs), _block_size(dg, root)
-            levels = _levels(width, unit, round_to)
+            levels = _levels(width, unit, round_to, min_keep)
             scores = scorer(group)
             if len(levels) < 2 or scores is None:
                 continue
@@ -525,12 +528,16 @@ def plan_latency(
     threads: int | None = None,
     clock: str = "auto",
     move_cost: str = "importance",
+    min_keep: float = 0.0,
 ) -> Plan:
     """A Plan whose model meets `target` as measured (see the module docstring), at its size and at
     every size in `target.also_at`. `costs` replaces the measured cost model, one per size (tests
-    inject deterministic ones); `move_cost` ("importance" or "sensitivity") prices what each move loses."""
+    inject deterministic ones); `move_cost` ("importance" or "sensitivity") prices what each move loses;
+    no channel group is cut below `min_keep` of its width."""
     if move_cost not in MOVE_COSTS:
         raise ConfigError(f"move_cost must be one of {list(MOVE_COSTS)}, got {move_cost!r}")
+    if not 0.0 <= min_keep <= 1.0:
+        raise ConfigError(f"min_keep must be in [0, 1], got {min_keep}")
     started = time.perf_counter()
     replaced = list(replaced or [])
     example_inputs = graph.example_inputs
@@ -570,7 +577,8 @@ def plan_latency(
     excluded: set[str] = set()
     history: list[dict[str, float]] = []
     while True:  # restarts without a group whose cut breaks the model
-        layers, groups = search_space(base, example_inputs, sizes[0], layout, blocks, chan_scorer, round_to, excluded)
+        layers, groups = search_space(base, example_inputs, sizes[0], layout, blocks, chan_scorer, round_to, excluded,
+                                      min_keep)
         if not blocks and not groups:
             raise NoUnitsError(f"{type(model).__name__} has neither removable blocks nor prunable channel groups")
         dense_ms, ests = [], []
@@ -607,7 +615,7 @@ def plan_latency(
         target_ms=_goal_ms(target, first["dense_ms"]), dense_ms=first["dense_ms"], planned_ms=point.estimate_ms,
         measured_ms=first["measured_ms"], device=str(device), hardware=lat.device_name(device), threads=n_threads,
         runner=runner_name, clock=chosen_clock, shapes=input_shapes(sizes[0]), ratio=first["ratio"],
-        move_cost=move_cost, spread=first["spread"], iterations=len(history), planner_s=0.0, widths=widths,
+        move_cost=move_cost, min_keep=min_keep, spread=first["spread"], iterations=len(history), planner_s=0.0, widths=widths,
         history=history,
         also_at=[SizeCheck(shapes=input_shapes(inputs), planned_ms=point.estimates[i + 1],
                            **{k: c[k] for k in ("dense_ms", "measured_ms", "ratio")})

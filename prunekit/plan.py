@@ -74,6 +74,7 @@ def plan(
     replace: Any = None,
     latency_cache: str | os.PathLike | None = None,
     move_cost: str = "importance",
+    min_keep: float = 0.0,
     **strategy_kwargs: Any,
 ) -> Plan:
     """Decide what to remove from `model` (analysed as `graph`) to meet `target`.
@@ -92,7 +93,8 @@ def plan(
     callable; default: the layout's runner, else "plain") and `latency_cache` (a directory; default
     $PRUNEKIT_CACHE/latency or ~/.cache/prunekit/latency) are used by latency targets, and so is
     `move_cost`: how the latency planner prices a move ("importance": channel importance sums,
-    "sensitivity": measured output damage).
+    "sensitivity": measured output damage), and `min_keep`: the fraction of every channel group's
+    width the latency planner leaves at least.
     """
     targets = [budget.parse_target(t) for t in (target if isinstance(target, (list, tuple)) else [target or budget.KeepBlocks(n=5)])]
     block_target, width_target = _split_targets(targets)
@@ -117,7 +119,7 @@ def plan(
     if any(t.is_latency for t in targets):
         return latency_plan.plan_latency(
             model, graph, targets[0], scorer, calibration, layout, runner=runner, channel_importance=channel_importance,
-            round_to=round_to, replaced=replaced, cache=latency_cache, move_cost=move_cost,
+            round_to=round_to, replaced=replaced, cache=latency_cache, move_cost=move_cost, min_keep=min_keep,
             strategy_kwargs={k: v for k, v in strategy_kwargs.items() if _jsonable(v)},
         )
     removed: list[str] = []

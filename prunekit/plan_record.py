@@ -61,7 +61,7 @@ class LatencyRecord(BaseModel):
     interleaved runs on `hardware` with `threads` threads, the `runner` and the `clock`, at
     `shapes`; `ratio` is the median of the per-round ratios (what the target was checked on, so
     it can differ slightly from measured_ms / dense_ms); `planned_ms` is the lookup-table
-    estimate of the chosen model; `also_at` holds the same at the target's other sizes; `move_cost` is how the planner priced its moves (records
+    estimate of the chosen model; `also_at` holds the same at the target's other sizes; `move_cost` is how the planner priced its moves and `min_keep` the least fraction of a group it left (records
     written before it existed priced by importance)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -78,6 +78,7 @@ class LatencyRecord(BaseModel):
     shapes: dict[str, list[int]]
     ratio: float | None = None
     move_cost: str = "importance"
+    min_keep: float = 0.0
     spread: float = 0.0
     iterations: int = 0
     planner_s: float = 0.0

@@ -207,6 +207,23 @@ def test_absolute_latency_and_unreachable():
         _plan(model, pk.LatencyRatio(0.001), FakeCost())
 
 
+def test_min_keep_is_a_floor_for_every_group():
+    assert lp._levels(64, 1, None, min_keep=0.25) == [64, 56, 48, 40, 32, 24, 16]
+    assert lp._levels(64, 1, 16, min_keep=0.5) == [64, 48, 32]
+    model = Net(c=16)
+    free = pk.apply(model, _plan(model, pk.LatencyRatio(0.3), FakeCost()))
+    floored_plan = _plan(model, pk.LatencyRatio(0.3), FakeCost(), min_keep=0.5)
+    floored = pk.apply(model, floored_plan)
+
+    def widths(m):
+        return [x.out_channels for x in m.modules() if isinstance(x, nn.Conv2d)][:-1]
+
+    assert min(widths(free)) < 8 <= min(widths(floored))  # half of the narrowest group (16)
+    assert floored_plan.latency.min_keep == 0.5 and floored_plan.latency.kept <= 0.3
+    with pytest.raises(ConfigError, match="min_keep"):
+        _plan(model, pk.LatencyRatio(0.3), FakeCost(), min_keep=1.5)
+
+
 def test_round_to_gives_multiples():
     model = Net(c=16)
     plan = _plan(model, pk.LatencyRatio(0.5), FakeCost(), round_to=4)

@@ -94,6 +94,10 @@ def test_cli_rejects_bad_options(capsys, tmp_path):
     assert "move_cost" not in Series.parse("block_influence:plain:lat0.33").model_dump()
     with pytest.raises(ConfigError, match="add latFRACTION"):
         Series.parse("block_influence:plain:sensitivity")
+    floored = Series.parse("block_influence:plain:lat0.33:sensitivity:floor0.25")
+    assert floored.min_keep == 0.25 and floored.key.endswith("-sensitivity-floor0.25")
+    with pytest.raises(ConfigError, match="floorFRACTION"):
+        Series.parse("block_influence:plain:lat0.33:floor2")
     assert "[0, 1)" in capsys.readouterr().err
     assert main(["bench", "tecogan", "--preset", "huge"]) == 2
     assert main(["bench", "tecogan", "--preset", "paper"]) == 2  # needs --data-root

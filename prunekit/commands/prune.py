@@ -54,6 +54,7 @@ class PruneConfig(StrictModel):
     runner: str | None = None
     latency_cache: str | None = None
     move_cost: Literal["importance", "sensitivity"] = "importance"
+    min_keep: float = Field(0.0, ge=0.0, le=1.0)
     out: str
     seed: int = 0
 
@@ -125,7 +126,8 @@ def prune_from_config(cfg: PruneConfig, out: str | None = None, overwrite: bool 
     targets = cfg.target if isinstance(cfg.target, list) else [cfg.target]
     result = plan(model, graph, strategy=cfg.strategy, target=targets, channel_importance=cfg.channel_importance,
                   round_to=cfg.round_to, replace=cfg.replace or None, runner=cfg.runner,
-                  latency_cache=cfg.latency_cache, move_cost=cfg.move_cost, **cfg.strategy_kwargs)
+                  latency_cache=cfg.latency_cache, move_cost=cfg.move_cost, min_keep=cfg.min_keep,
+                  **cfg.strategy_kwargs)
     from prunekit.surgery import apply
 
     pruned = apply(model, result, inputs)

@@ -126,6 +126,7 @@ class PruneStage(StrictModel):
     runner: str | None = None
     latency_cache: str | None = None
     move_cost: Literal["importance", "sensitivity"] = "importance"
+    min_keep: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("target")
     @classmethod

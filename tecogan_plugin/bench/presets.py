@@ -33,7 +33,8 @@ class Series(StrictModel):
       model's measured fast-path latency (blocks and per-group widths chosen by prunekit's planner);
     - `subpixel`: the kernel of the sub-pixel head that replaces SRNet's ConvTranspose tail
       (`tecogan.subpixel_head`, least-squares initialised), None to keep the tail;
-    - `move_cost`: how the latency planner prices its moves (`pk.plan`'s move_cost)."""
+    - `move_cost`: how the latency planner prices its moves (`pk.plan`'s move_cost);
+    - `min_keep`: the least fraction of each channel group the latency planner keeps (`pk.plan`'s)."""
 
     strategy: str
     finetune: Literal["none", "plain", "distill"]
@@ -41,13 +42,15 @@ class Series(StrictModel):
     latency: float | None = Field(None, gt=0.0, le=1.0)
     subpixel: int | None = None
     move_cost: Literal["importance", "sensitivity"] = "importance"
+    min_keep: float = Field(0.0, ge=0.0, le=1.0)
 
     @classmethod
     def parse(cls, spec: str) -> "Series":
-        """`STRATEGY:HEAL[:wF][:latK[:sensitivity]][:subpixel[K]]` or `tp:HEAL:latK`, e.g.
+        """`STRATEGY:HEAL[:wF][:latK[:sensitivity][:floorF]][:subpixel[K]]` or `tp:HEAL:latK`, e.g.
         `positional:plain` (the study), `block_influence:plain:w0.5`,
         `block_influence:distill:lat0.33:subpixel`, `block_influence:plain:lat0.33:sensitivity`."""
-        usage = (f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION][:latFRACTION[:sensitivity]]"
+        usage = (f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION]"
+                 "[:latFRACTION[:sensitivity][:floorFRACTION]]"
                  "[:subpixel[K]] "
                  f"or tp:HEAL:latFRACTION, got {spec!r}")
         parts = spec.split(":")
@@ -61,8 +64,9 @@ class Series(StrictModel):
             fields[name] = value
         if "width" in fields and "latency" in fields:
             raise ConfigError(f"--series: {spec!r}: a latency target chooses the widths itself; drop wFRACTION")
-        if "move_cost" in fields and "latency" not in fields:
-            raise ConfigError(f"--series: {spec!r}: sensitivity prices the latency planner's moves; add latFRACTION")
+        for planner_option, text in (("move_cost", "sensitivity"), ("min_keep", "floorFRACTION")):
+            if planner_option in fields and "latency" not in fields:
+                raise ConfigError(f"--series: {spec!r}: {text} steers the latency planner; add latFRACTION")
         if fields["strategy"] == TP and ("latency" not in fields or len(fields) != 3):
             raise ConfigError(f"--series: the Torch-Pruning baseline is tp:HEAL:latFRACTION, got {spec!r}")
         return cls(**fields)
@@ -73,20 +77,22 @@ class Series(StrictModel):
         return (f"{self.strategy}-{self.finetune}" + (f"-w{self.width:g}" if self.width else "")
                 + (f"-lat{self.latency:g}" if self.latency is not None else "")
                 + (f"-subpixel{self.subpixel}" if self.subpixel is not None else "")
-                + (f"-{self.move_cost}" if self.move_cost != "importance" else ""))
+                + (f"-{self.move_cost}" if self.move_cost != "importance" else "")
+                + (f"-floor{self.min_keep:g}" if self.min_keep else ""))
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         """Options left at their defaults are not written, so earlier runs' settings still match."""
         data = handler(self)
-        for name, default in (("width", 0.0), ("latency", None), ("subpixel", None), ("move_cost", "importance")):
+        for name, default in (("width", 0.0), ("latency", None), ("subpixel", None), ("move_cost", "importance"),
+                              ("min_keep", 0.0)):
             if getattr(self, name) == default:
                 data.pop(name, None)
         return data
 
 
 def _option(text: str, spec: str) -> tuple[str, Any]:
-    """One `:` option of a series: wF, latK, sensitivity or subpixel[K]."""
+    """One `:` option of a series: wF, latK, sensitivity, floorF or subpixel[K]."""
     def number(prefix: str) -> float:
         try:
             return float(text[len(prefix):])
@@ -107,6 +113,12 @@ def _option(text: str, spec: str) -> tuple[str, Any]:
         return "latency", keep
     if text == "sensitivity":
         return "move_cost", text
+    if text.startswith("floor"):
+        floor = number("floor")
+        if not 0.0 < floor <= 1.0:
+            raise ConfigError(f"--series: floor in {spec!r} must be floorFRACTION with FRACTION in (0, 1], "
+                              f"e.g. floor0.25; got {text!r}")
+        return "min_keep", floor
     if text.startswith("subpixel"):
         kernel = text[len("subpixel"):] or "3"
         if kernel not in ("1", "3", "5", "7"):
@@ -114,7 +126,7 @@ def _option(text: str, spec: str) -> tuple[str, Any]:
                               "(subpixel = subpixel3)")
         return "subpixel", int(kernel)
     raise ConfigError(f"--series: unknown option {text!r} in {spec!r} (expected wFRACTION, latFRACTION, "
-                      "sensitivity or subpixel[K])")
+                      "sensitivity, floorFRACTION or subpixel[K])")
 
 
 class EvalSet(StrictModel):

@@ -34,6 +34,7 @@ class BenchRow(BaseModel):
     latency_target: float | None = None
     subpixel: int | None = None
     move_cost: str = "importance"  # latency series: how the planner priced its moves
+    min_keep: float = 0.0  # latency series: the least fraction of a channel group the planner kept
     blocks: int
     params_total: int
     params_srnet: int
@@ -100,6 +101,8 @@ def series_label(row: BenchRow) -> str:
         options.append(f"lat{row.latency_target:g}")
     if row.move_cost != "importance":
         options.append(row.move_cost)
+    if row.min_keep:
+        options.append(f"floor{row.min_keep:g}")
     if row.subpixel is not None:
         options.append(f"subpixel k{row.subpixel}")
     return f"{row.strategy} ({', '.join(options)}) nb={row.blocks}"
