@@ -105,20 +105,16 @@ def _option(text: str, spec: str) -> tuple[str, Any]:
             raise ConfigError(f"--series: width in {spec!r} must be wFRACTION with FRACTION in [0, 1), "
                               f"e.g. w0.5; got {text!r}")
         return "width", width
-    if text.startswith("lat"):
-        keep = number("lat")
-        if not 0.0 < keep <= 1.0:
-            raise ConfigError(f"--series: latency in {spec!r} must be latFRACTION with FRACTION in (0, 1], "
-                              f"e.g. lat0.33; got {text!r}")
-        return "latency", keep
+    for prefix, what, name, example in (("lat", "latency", "latency", "lat0.33"),
+                                         ("floor", "floor", "min_keep", "floor0.25")):
+        if text.startswith(prefix):
+            value = number(prefix)
+            if not 0.0 < value <= 1.0:  # also rejects nan
+                raise ConfigError(f"--series: {what} in {spec!r} must be {prefix}FRACTION with FRACTION in "
+                                  f"(0, 1], e.g. {example}; got {text!r}")
+            return name, value
     if text == "sensitivity":
         return "move_cost", text
-    if text.startswith("floor"):
-        floor = number("floor")
-        if not 0.0 < floor <= 1.0:
-            raise ConfigError(f"--series: floor in {spec!r} must be floorFRACTION with FRACTION in (0, 1], "
-                              f"e.g. floor0.25; got {text!r}")
-        return "min_keep", floor
     if text.startswith("subpixel"):
         kernel = text[len("subpixel"):] or "3"
         if kernel not in ("1", "3", "5", "7"):
