@@ -33,6 +33,7 @@ _LAZY = {
     "prunekit.graph": ("Graph", "Layout", "Unit", "analyze"),
     "prunekit.plan": ("load_plan",),
     "prunekit.plan_record": ("LatencyRecord", "Plan", "Stats"),
+    "prunekit.weight_refit": ("RefitReport", "refit"),
     "prunekit.replace": ("Replacement", "ReplacementCalibration", "register_replacement"),
     "prunekit.spec": ("ModelEntry", "ModelSpec", "describe_inputs", "spec_for", "spec_of"),
     "prunekit.strategies": ("Calibration", "Strategy", "get_strategy", "register_strategy"),
@@ -60,7 +61,7 @@ __all__ = [
     "ExportError", "FlopsRatio",
     "Graph", "InputShapeError", "KeepBlocks", "Latency", "LatencyRatio", "LatencyRecord", "Layout",
     "MissingWeightsError", "ModelEntry", "ModelSpec", "NoUnitsError", "ParamsRatio",
-    "Plan", "PlanMismatchError", "PrunekitError", "Replacement", "ReplacementCalibration", "Stats", "Strategy",
+    "Plan", "PlanMismatchError", "PrunekitError", "RefitReport", "Replacement", "ReplacementCalibration", "Stats", "Strategy",
     "Unit", "UnknownNameError", "UnreachableTargetError", "analyze", "apply", "describe_inputs", "get_strategy", "load",
-    "load_plan", "plan", "register_replacement", "register_strategy", "remove_units", "save", "spec_for", "spec_of",
+    "load_plan", "plan", "refit", "register_replacement", "register_strategy", "remove_units", "save", "spec_for", "spec_of",
 ]

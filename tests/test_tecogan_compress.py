@@ -29,6 +29,11 @@ from tecogan_plugin.ops import BicubicUpsampler
     ("positional:none:subpixel5:w0.25", {"strategy": "positional", "finetune": "none", "width": 0.25, "subpixel": 5},
      "positional-none-w0.25-subpixel5"),
     ("tp:distill:lat0.5", {"strategy": "tp", "finetune": "distill", "latency": 0.5}, "tp-distill-lat0.5"),
+    ("tp:plain:lat0.33:refit", {"strategy": "tp", "finetune": "plain", "latency": 0.33, "refit": True},
+     "tp-plain-lat0.33-refit"),
+    ("block_influence:plain:lat0.33:sensitivity:refit", {"strategy": "block_influence", "finetune": "plain",
+                                                         "latency": 0.33, "move_cost": "sensitivity", "refit": True},
+     "block_influence-plain-lat0.33-sensitivity-refit"),
 ])
 def test_series_syntax(spec, fields, key):
     series = Series.parse(spec)
@@ -41,6 +46,7 @@ def test_series_syntax(spec, fields, key):
     ("positional:plain:w0.5:lat0.5", "chooses the widths"), ("positional:plain:lat0.5:lat0.4", "twice"),
     ("positional:plain:subpixel4", "kernel"), ("positional:plain:fast", "unknown option"),
     ("tp:plain", "tp:HEAL:latFRACTION"), ("tp:plain:lat0.5:subpixel", "tp:HEAL:latFRACTION"),
+    ("tp:plain:refit", "tp:HEAL:latFRACTION"), ("positional:plain:refit:refit", "twice"),
     ("positional", "expected STRATEGY"),
 ])
 def test_bad_series_are_config_errors(spec, message):
@@ -121,27 +127,33 @@ def test_detail_box_and_crop_figure(tmp_path):
 
 def test_tiny_grid_with_subpixel_latency_and_tp_series(tmp_path):
     """End to end: a sub-pixel series over block counts, a latency series and the Torch-Pruning baseline
-    at the same latency target, healed, timed interleaved and reported (tiny model, LR 48x64 timing)."""
+    at the same latency target, refit to the dense model, healed, timed interleaved and reported (tiny
+    model, LR 48x64 timing)."""
     from tecogan_plugin.bench.grid import run_bench
 
     preset = QUICK.model_copy(update={
         "task": {**QUICK.task, "nf": 16, "nb": 3, "gt_crop": 32, "tempo_extent": 3},
         "train": {**QUICK.train, "iterations": 3}, "finetune": {**QUICK.finetune, "iterations": 2},
-        "blocks": [2], "metrics": ["psnr"], "latency_repeats": 3, "calibration": 2, "threads": 1,
+        "blocks": [2], "metrics": ["psnr"], "latency_repeats": 3, "calibration": 2, "refit_calibration": 2,
+        "threads": 1,
         "latency_lr_size": (48, 64), "surgery_gt_crop": 64, "tp_bisection_steps": 3,
         "series": [Series.parse(s) for s in ("positional:distill:subpixel", "block_influence:none:lat0.8",
-                                             "tp:plain:lat0.8")],
+                                             "tp:plain:lat0.8:refit")],
     })
     result = run_bench(preset, tmp_path / "b", progress=False)
     rows = {r["key"]: r for r in result["rows"]}
     assert sorted(rows) == ["bicubic", "block_influence-none-lat0.8", "dense", "dense-control",
-                            "positional-distill-subpixel3-nb2", "tp-plain-lat0.8"]
+                            "positional-distill-subpixel3-nb2", "tp-plain-lat0.8-refit"]
     sub = rows["positional-distill-subpixel3-nb2"]
     assert (sub["tail"], sub["blocks"], sub["subpixel"]) == ("subpixel k3", 2, 3)
     assert sub["gmacs"] < rows["dense"]["gmacs"]
     assert rows["block_influence-none-lat0.8"]["latency_target"] == 0.8
-    tp = rows["tp-plain-lat0.8"]
-    assert 0 < tp["tp_ratio"] < 0.95 and tp["params_total"] < rows["dense"]["params_total"]
+    tp = rows["tp-plain-lat0.8-refit"]
+    assert 0 < tp["tp_ratio"] < 0.95 and tp["params_total"] < rows["dense"]["params_total"] and tp["refit"]
+    assert "refit" not in rows["block_influence-none-lat0.8"]
+    log = (tmp_path / "b" / "runs" / "tp-plain-lat0.8-refit" / "metrics.csv").read_text()
+    refit = [line for line in log.splitlines() if ",refit_layers," in line]
+    assert refit and float(refit[0].rsplit(",", 1)[1]) > 10  # FNet's and SRNet's convolutions
     for r in rows.values():
         assert r["latency_min_ms"] <= r["latency_p25_ms"] <= r["latency_ms"] <= r["latency_p75_ms"]
         assert r["metrics"]["builtin-test"]["psnr"] > 5

@@ -30,6 +30,7 @@ from prunekit.fileio import atomic_write, check_output
 from prunekit.graph import analyze
 from prunekit.plan import plan as make_plan
 from prunekit.plan_record import Plan
+from prunekit.weight_refit import refit
 from prunekit.registry import TASKS
 from prunekit.schedule import checkpoint as ckpt
 from prunekit.schedule import distributed as dd
@@ -401,6 +402,10 @@ class _Engine:
             calib = to_device(self.task.calibration(stage.calibration), self.device)
         pruned = apply(self.model, step, to_device(self.task.example_inputs(), self.device),
                        calibration=calib).to(self.device)
+        refit_stats: dict[str, float] = {}
+        if stage.refit:  # the same batches on every rank, so every rank refits alike
+            report = refit(pruned, self.model, to_device(self.task.calibration(stage.refit), self.device))
+            refit_stats = {"refit_layers": float(len(report.fitted)), "refit_skipped": float(len(report.skipped))}
         if stage.iterative is not None:  # the step removed a subset: measure what is really left
             flops = profile.flops(pruned, to_device(self.task.example_inputs(), self.device))
             step = step.model_copy(update={"stats": step.stats.model_copy(update={"flops_after": flops})})
@@ -412,7 +417,7 @@ class _Engine:
         self.model = pruned
         self.log.log(self.cursor.global_step, f"stage{stage_index}", "prune", self.cursor.prune_step + 1,
                      {"removed": float(len(step.removed)), "params": float(self.plan.stats.params_after),
-                      "params_kept": self.plan.stats.params_kept})
+                      "params_kept": self.plan.stats.params_kept, **refit_stats})
         return done
 
     # ------------------------------------------------------------------ loop

@@ -177,6 +177,9 @@ class Bench:
             extra["calibration_gt_crop"] = self.preset.surgery_gt_crop  # enough LR pixels for the fit
         if replace:
             stage["replace"] = replace
+        if series.refit:
+            stage["refit"] = self.preset.refit_calibration
+            extra["calibration_gt_crop"] = self.preset.surgery_gt_crop  # LR 32 px: samples for deep FNet layers
         stages: list[dict[str, Any]] = [stage]
         if series.finetune != "none":
             tune = {"kind": "finetune", **self.preset.finetune}
@@ -335,7 +338,7 @@ class Bench:
             return BenchRow.model_validate_json(path.read_text())
         _say(f"{key}: measuring size and quality")
         settings = {"width": series.width, "latency_target": series.latency, "subpixel": series.subpixel,
-                    "move_cost": series.move_cost, "min_keep": series.min_keep} \
+                    "move_cost": series.move_cost, "min_keep": series.min_keep, "refit": series.refit} \
             if series is not None else {}
         row = BenchRow(key=key, strategy=label[0], finetune=label[1], **settings, **self.describe(model),
                        train_wall_s=round(wall, 1), tp_ratio=tp_ratio, metrics=self.evaluate(model, key))

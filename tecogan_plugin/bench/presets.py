@@ -34,7 +34,8 @@ class Series(StrictModel):
     - `subpixel`: the kernel of the sub-pixel head that replaces SRNet's ConvTranspose tail
       (`tecogan.subpixel_head`, least-squares initialised), None to keep the tail;
     - `move_cost`: how the latency planner prices its moves (`pk.plan`'s move_cost);
-    - `min_keep`: the least fraction of each channel group the latency planner keeps (`pk.plan`'s)."""
+    - `min_keep`: the least fraction of each channel group the latency planner keeps (`pk.plan`'s);
+    - `refit`: refit the pruned layers to the dense ones by least squares before healing (`pk.refit`)."""
 
     strategy: str
     finetune: Literal["none", "plain", "distill"]
@@ -43,16 +44,18 @@ class Series(StrictModel):
     subpixel: int | None = None
     move_cost: Literal["importance", "sensitivity"] = "importance"
     min_keep: float = Field(0.0, ge=0.0, le=1.0)
+    refit: bool = False
 
     @classmethod
     def parse(cls, spec: str) -> "Series":
-        """`STRATEGY:HEAL[:wF][:latK[:sensitivity][:floorF]][:subpixel[K]]` or `tp:HEAL:latK`, e.g.
-        `positional:plain` (the study), `block_influence:plain:w0.5`,
-        `block_influence:distill:lat0.33:subpixel`, `block_influence:plain:lat0.33:sensitivity`."""
+        """`STRATEGY:HEAL[:wF][:latK[:sensitivity][:floorF]][:subpixel[K]][:refit]` or
+        `tp:HEAL:latK[:refit]`, e.g. `positional:plain` (the study), `block_influence:plain:w0.5`,
+        `block_influence:distill:lat0.33:subpixel`, `block_influence:plain:lat0.33:sensitivity`,
+        `tp:plain:lat0.33:refit`."""
         usage = (f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION]"
                  "[:latFRACTION[:sensitivity][:floorFRACTION]]"
-                 "[:subpixel[K]] "
-                 f"or tp:HEAL:latFRACTION, got {spec!r}")
+                 "[:subpixel[K]][:refit] "
+                 f"or tp:HEAL:latFRACTION[:refit], got {spec!r}")
         parts = spec.split(":")
         if len(parts) < 2 or not parts[0] or parts[1] not in FINETUNE_MODES:
             raise ConfigError(usage)
@@ -67,8 +70,8 @@ class Series(StrictModel):
         for planner_option, text in (("move_cost", "sensitivity"), ("min_keep", "floorFRACTION")):
             if planner_option in fields and "latency" not in fields:
                 raise ConfigError(f"--series: {spec!r}: {text} steers the latency planner; add latFRACTION")
-        if fields["strategy"] == TP and ("latency" not in fields or len(fields) != 3):
-            raise ConfigError(f"--series: the Torch-Pruning baseline is tp:HEAL:latFRACTION, got {spec!r}")
+        if fields["strategy"] == TP and ("latency" not in fields or len(fields) != 3 + ("refit" in fields)):
+            raise ConfigError(f"--series: the Torch-Pruning baseline is tp:HEAL:latFRACTION[:refit], got {spec!r}")
         return cls(**fields)
 
     @property
@@ -78,21 +81,22 @@ class Series(StrictModel):
                 + (f"-lat{self.latency:g}" if self.latency is not None else "")
                 + (f"-subpixel{self.subpixel}" if self.subpixel is not None else "")
                 + (f"-{self.move_cost}" if self.move_cost != "importance" else "")
-                + (f"-floor{self.min_keep:g}" if self.min_keep else ""))
+                + (f"-floor{self.min_keep:g}" if self.min_keep else "")
+                + ("-refit" if self.refit else ""))
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         """Options left at their defaults are not written, so earlier runs' settings still match."""
         data = handler(self)
         for name, default in (("width", 0.0), ("latency", None), ("subpixel", None), ("move_cost", "importance"),
-                              ("min_keep", 0.0)):
+                              ("min_keep", 0.0), ("refit", False)):
             if getattr(self, name) == default:
                 data.pop(name, None)
         return data
 
 
 def _option(text: str, spec: str) -> tuple[str, Any]:
-    """One `:` option of a series: wF, latK, sensitivity, floorF or subpixel[K]."""
+    """One `:` option of a series: wF, latK, sensitivity, floorF, subpixel[K] or refit."""
     def number(prefix: str) -> float:
         try:
             return float(text[len(prefix):])
@@ -115,6 +119,8 @@ def _option(text: str, spec: str) -> tuple[str, Any]:
             return name, value
     if text == "sensitivity":
         return "move_cost", text
+    if text == "refit":
+        return "refit", True
     if text.startswith("subpixel"):
         kernel = text[len("subpixel"):] or "3"
         if kernel not in ("1", "3", "5", "7"):
@@ -122,7 +128,7 @@ def _option(text: str, spec: str) -> tuple[str, Any]:
                               "(subpixel = subpixel3)")
         return "subpixel", int(kernel)
     raise ConfigError(f"--series: unknown option {text!r} in {spec!r} (expected wFRACTION, latFRACTION, "
-                      "sensitivity, floorFRACTION or subpixel[K])")
+                      "sensitivity, floorFRACTION, subpixel[K] or refit)")
 
 
 class EvalSet(StrictModel):
@@ -144,6 +150,7 @@ class BenchPreset(StrictModel):
     finetune: dict[str, Any]  # a schedule FinetuneStage (without `kind`/`distill`)
     distill: dict[str, Any] = Field(default_factory=lambda: {"weight": 1.0, "loss": "charbonnier"})
     calibration: PositiveInt = 8
+    refit_calibration: PositiveInt = 16  # clips for the least-squares refit of `:refit` series
     # GT crop of the calibration clips of sub-pixel and latency series: the head's least-squares fit
     # needs more LR pixels than the training crop gives (nf*k*k+1 unknowns per output), and the
     # planner's damage estimates need FNet's coarsest level (1/8 of the LR crop) to be more than a pixel

@@ -35,6 +35,7 @@ class BenchRow(BaseModel):
     subpixel: int | None = None
     move_cost: str = "importance"  # latency series: how the planner priced its moves
     min_keep: float = 0.0  # latency series: the least fraction of a channel group the planner kept
+    refit: bool = False  # the pruned layers were refit to the dense ones by least squares before healing
     blocks: int
     params_total: int
     params_srnet: int
@@ -56,10 +57,12 @@ class BenchRow(BaseModel):
     flops_removed_pct: float | None = None
 
     def record(self) -> dict[str, Any]:
-        """The row as results.json holds it (`tp_ratio` only in the baseline's rows)."""
+        """The row as results.json holds it (`tp_ratio` only in the baseline's rows, `refit` only in refit rows)."""
         data = self.model_dump()
         if data["tp_ratio"] is None:
             del data["tp_ratio"]
+        if not data["refit"]:
+            del data["refit"]
         return data
 
     def measured(self) -> dict[str, Any]:
@@ -105,6 +108,8 @@ def series_label(row: BenchRow) -> str:
         options.append(f"floor{row.min_keep:g}")
     if row.subpixel is not None:
         options.append(f"subpixel k{row.subpixel}")
+    if row.refit:
+        options.append("refit")
     return f"{row.strategy} ({', '.join(options)}) nb={row.blocks}"
 
 
