@@ -9,6 +9,9 @@
 #                                               moves priced by channel importance (the default)
 #   block_influence:plain:lat0.33:sensitivity   the same, moves priced by measured output damage
 #   tp:distill:lat0.33                          the baseline healed by distillation
+#   ...:refit                                   the pruned layers refit to the dense ones by least squares
+#                                               (pk.refit) before healing: Torch-Pruning's uniform model,
+#                                               the planner (both pricings) and the uniform w0.5 series
 # Latency: fast path (runner tecogan.fast), CPU, 1 thread, LR 134x320, all models interleaved.
 # Run it on a machine nobody else is using (latency targets are measured), then
 #   .venv/bin/python benchmarks/compression_study.py runs/compression-study > docs/results/compression_study_tables.md
@@ -27,6 +30,8 @@ else
 fi
 SERIES="positional:plain,positional:plain:w0.5,tp:plain:lat$KEEP,block_influence:plain:lat$KEEP"
 SERIES="$SERIES,block_influence:plain:lat$KEEP:sensitivity,tp:distill:lat$KEEP"
+SERIES="$SERIES,tp:plain:lat$KEEP:refit,block_influence:plain:lat$KEEP:refit"
+SERIES="$SERIES,block_influence:plain:lat$KEEP:sensitivity:refit,positional:plain:w0.5:refit"
 for SEED in 0 1; do
   "$PRUNEKIT" bench tecogan --preset "$PRESET" --seed "$SEED" --blocks "$BLOCKS" --series "$SERIES" \
     --out "$OUT/$PRESET-seed$SEED"

@@ -78,17 +78,14 @@ def tp_prune(module: nn.Module, ratio: float, inputs: tuple[torch.Tensor, ...], 
     return module
 
 
-def tp_uniform_replacement(modules: list[nn.Module], calib=None, ratio: float | list[float] = 0.0,
+def tp_uniform_replacement(modules: list[nn.Module], calib=None, ratio: float = 0.0,
                            round_to: int | None = None) -> list[nn.Module]:
-    """The `tecogan.tp_uniform` replacement: [fnet, srnet] pruned by torch_pruning at `ratio` (one for
-    all, or one per module). The channel counts depend on the ratios only, so a replay without
-    calibration builds the same shapes."""
-    ratios = list(ratio) if isinstance(ratio, (list, tuple)) else [ratio] * len(modules)
-    if len(ratios) != len(modules) or not all(0.0 <= r < 1.0 for r in ratios):
-        raise ConfigError(f"{TP_REPLACEMENT}: ratio must be in [0, 1) (one, or one per module: "
-                          f"{len(modules)}), got {ratio}")
+    """The `tecogan.tp_uniform` replacement: [fnet, srnet] pruned by torch_pruning at `ratio`. The
+    channel counts depend on the ratio only, so a replay without calibration builds the same shapes."""
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"{TP_REPLACEMENT}: ratio must be in [0, 1), got {ratio}")
     out = []
-    for i, (module, ratio) in enumerate(zip(modules, ratios)):
+    for i, module in enumerate(modules):
         inputs = _example(module)
         if calib is not None:
             recorded = calib.inputs[calib.paths[i]]
