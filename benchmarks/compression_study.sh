@@ -9,6 +9,8 @@
 #                                               moves priced by channel importance (the default)
 #   block_influence:plain:lat0.33:sensitivity   the same, moves priced by measured output damage
 #   tp:distill:lat0.33                          the baseline healed by distillation
+#   block_influence:plain:lat0.33:uniform:refit the planner keeping every block, all groups cut by one
+#                                               fraction (lockstep), refit
 #   ...:refit                                   the pruned layers refit to the dense ones by least squares
 #                                               (pk.refit) before healing: Torch-Pruning's uniform model,
 #                                               the planner (both pricings) and the uniform w0.5 series
@@ -32,6 +34,7 @@ SERIES="positional:plain,positional:plain:w0.5,tp:plain:lat$KEEP,block_influence
 SERIES="$SERIES,block_influence:plain:lat$KEEP:sensitivity,tp:distill:lat$KEEP"
 SERIES="$SERIES,tp:plain:lat$KEEP:refit,block_influence:plain:lat$KEEP:refit"
 SERIES="$SERIES,block_influence:plain:lat$KEEP:sensitivity:refit,positional:plain:w0.5:refit"
+SERIES="$SERIES,block_influence:plain:lat$KEEP:uniform,block_influence:plain:lat$KEEP:uniform:refit"
 for SEED in 0 1; do
   "$PRUNEKIT" bench tecogan --preset "$PRESET" --seed "$SEED" --blocks "$BLOCKS" --series "$SERIES" \
     --out "$OUT/$PRESET-seed$SEED"

@@ -360,7 +360,7 @@ class PathPoint:
 def greedy_path(est: Estimator | list[Estimator], groups: list[Group], blocks: list[str],
                 block_imp: dict[str, float], start: PathPoint | None = None, max_step: float | None = None,
                 reprice: Callable[[State], dict[str, float]] | None = None, reprice_every: float = 0.1,
-                reprice_until: float = 0.0) -> list[PathPoint]:
+                reprice_until: float = 0.0, uniform: bool = False) -> list[PathPoint]:
     """Moves in order of importance lost per estimated millisecond saved, from the dense state until
     no move is left (at least one block stays). Moves the estimate says save nothing (free layers,
     or timing noise in the table) come after all that save time, least loss first, so the path
@@ -374,7 +374,11 @@ def greedy_path(est: Estimator | list[Estimator], groups: list[Group], blocks: l
     `start` continues from a point instead of the dense state; `max_step` skips moves that save more
     than that fraction of the start time (the correction's finer path across a gap). `reprice(state)`
     (PathDamage) prices the moves again at the start and each time the estimated ratio has dropped
-    by `reprice_every`, while it is above `reprice_until`; it returns the block costs."""
+    by `reprice_every`, while it is above `reprice_until`; it returns the block costs.
+
+    `uniform` keeps every block and cuts the channel groups in lockstep: only the groups that keep
+    the largest fraction of their width may take their next step, so all stay within one step of a
+    common fraction (the cheapest of them, by the same price, goes first)."""
     ests = est if isinstance(est, list) else [est]
     if start is None:
         state = State()
@@ -395,17 +399,18 @@ def greedy_path(est: Estimator | list[Estimator], groups: list[Group], blocks: l
         best: tuple[tuple[int, float], State, list[float], str] | None = None
         alive = [b for b in blocks if b not in state.removed]
         candidates: list[tuple[float, State, str]] = []
-        if len(alive) > 1:
+        if len(alive) > 1 and not uniform:
             for b in alive:
                 kept = {k: v for k, v in state.kept.items() if k not in inside[b]}
                 candidates.append((block_imp[b], State(state.removed | {b}, kept), f"remove {b}"))
-        for g in groups:
-            if owner.get(g.id) in state.removed:
-                continue  # the group lives in a removed block
+        movable = [g for g in groups if owner.get(g.id) not in state.removed  # not in a removed block
+                   and g.levels.index(state.kept.get(g.id, g.width)) + 1 < len(g.levels)]
+        if uniform and movable:
+            widest = max(state.kept.get(g.id, g.width) / g.width for g in movable)
+            movable = [g for g in movable if state.kept.get(g.id, g.width) / g.width >= widest - 1e-9]
+        for g in movable:
             now = state.kept.get(g.id, g.width)
             i = g.levels.index(now)
-            if i + 1 >= len(g.levels):
-                continue
             nxt = g.levels[i + 1]
             if g.step_loss is not None:
                 lost = g.step_loss[i]
@@ -529,11 +534,13 @@ def plan_latency(
     clock: str = "auto",
     move_cost: str = "importance",
     min_keep: float = 0.0,
+    uniform: bool = False,
 ) -> Plan:
     """A Plan whose model meets `target` as measured (see the module docstring), at its size and at
     every size in `target.also_at`. `costs` replaces the measured cost model, one per size (tests
     inject deterministic ones); `move_cost` ("importance" or "sensitivity") prices what each move loses;
-    no channel group is cut below `min_keep` of its width."""
+    no channel group is cut below `min_keep` of its width; `uniform` keeps the blocks and cuts all
+    groups by one common fraction (greedy_path)."""
     if move_cost not in MOVE_COSTS:
         raise ConfigError(f"move_cost must be one of {list(MOVE_COSTS)}, got {move_cost!r}")
     if not 0.0 <= min_keep <= 1.0:
@@ -589,7 +596,7 @@ def plan_latency(
             ests.append(Estimator(layers if i == 0 else _layers_at(base, layers, inputs), groups, cost,
                                   start_ms if replaced else d_ms))
         block_cost = _block_importance(blocks, scores, groups)
-        along: dict[str, Any] = {}
+        along: dict[str, Any] = {"uniform": uniform}
         if move_cost == "sensitivity":
             goal = _goal_ms(target, dense_ms[0]) / dense_ms[0]
             along = {"reprice": PathDamage(base, groups, blocks, zeroed, data), "reprice_every": REPRICE_EVERY,
@@ -615,7 +622,7 @@ def plan_latency(
         target_ms=_goal_ms(target, first["dense_ms"]), dense_ms=first["dense_ms"], planned_ms=point.estimate_ms,
         measured_ms=first["measured_ms"], device=str(device), hardware=lat.device_name(device), threads=n_threads,
         runner=runner_name, clock=chosen_clock, shapes=input_shapes(sizes[0]), ratio=first["ratio"],
-        move_cost=move_cost, min_keep=min_keep, spread=first["spread"], iterations=len(history), planner_s=0.0, widths=widths,
+        move_cost=move_cost, min_keep=min_keep, uniform=uniform, spread=first["spread"], iterations=len(history), planner_s=0.0, widths=widths,
         history=history,
         also_at=[SizeCheck(shapes=input_shapes(inputs), planned_ms=point.estimates[i + 1],
                            **{k: c[k] for k in ("dense_ms", "measured_ms", "ratio")})

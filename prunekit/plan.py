@@ -75,6 +75,7 @@ def plan(
     latency_cache: str | os.PathLike | None = None,
     move_cost: str = "importance",
     min_keep: float = 0.0,
+    uniform: bool = False,
     **strategy_kwargs: Any,
 ) -> Plan:
     """Decide what to remove from `model` (analysed as `graph`) to meet `target`.
@@ -93,8 +94,9 @@ def plan(
     callable; default: the layout's runner, else "plain") and `latency_cache` (a directory; default
     $PRUNEKIT_CACHE/latency or ~/.cache/prunekit/latency) are used by latency targets, and so is
     `move_cost`: how the latency planner prices a move ("importance": channel importance sums,
-    "sensitivity": measured output damage), and `min_keep`: the fraction of every channel group's
-    width the latency planner leaves at least.
+    "sensitivity": measured output damage), `min_keep`: the fraction of every channel group's
+    width the latency planner leaves at least, and `uniform`: keep every block and cut all channel
+    groups by one common fraction, chosen on measured latency.
     """
     targets = [budget.parse_target(t) for t in (target if isinstance(target, (list, tuple)) else [target or budget.KeepBlocks(n=5)])]
     block_target, width_target = _split_targets(targets)
@@ -116,11 +118,14 @@ def plan(
     calibration = data if data is not None else [example_inputs]  # the traced inputs: a one-batch calibration set
     if getattr(scorer, "needs_data", False):
         data = calibration
+    if uniform and not any(t.is_latency for t in targets):
+        raise ConfigError("uniform=True steers the latency planner (a LatencyRatio or Latency target); "
+                          "ChannelRatio already cuts every channel group by one fraction")
     if any(t.is_latency for t in targets):
         return latency_plan.plan_latency(
             model, graph, targets[0], scorer, calibration, layout, runner=runner, channel_importance=channel_importance,
             round_to=round_to, replaced=replaced, cache=latency_cache, move_cost=move_cost, min_keep=min_keep,
-            strategy_kwargs={k: v for k, v in strategy_kwargs.items() if _jsonable(v)},
+            uniform=uniform, strategy_kwargs={k: v for k, v in strategy_kwargs.items() if _jsonable(v)},
         )
     removed: list[str] = []
     scores: dict[str, float] = {}

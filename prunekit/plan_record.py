@@ -61,8 +61,10 @@ class LatencyRecord(BaseModel):
     interleaved runs on `hardware` with `threads` threads, the `runner` and the `clock`, at
     `shapes`; `ratio` is the median of the per-round ratios (what the target was checked on, so
     it can differ slightly from measured_ms / dense_ms); `planned_ms` is the lookup-table
-    estimate of the chosen model; `also_at` holds the same at the target's other sizes; `move_cost` is how the planner priced its moves and `min_keep` the least fraction of a group it left (records
-    written before it existed priced by importance)."""
+    estimate of the chosen model; `also_at` holds the same at the target's other sizes; `move_cost` is how the planner
+    priced its moves, `min_keep` the least fraction of a group it left and `uniform` whether it cut
+    all groups by one fraction, keeping every block (records written before these existed: the
+    defaults)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -79,6 +81,7 @@ class LatencyRecord(BaseModel):
     ratio: float | None = None
     move_cost: str = "importance"
     min_keep: float = 0.0
+    uniform: bool = False
     spread: float = 0.0
     iterations: int = 0
     planner_s: float = 0.0

@@ -224,6 +224,29 @@ def test_min_keep_is_a_floor_for_every_group():
         _plan(model, pk.LatencyRatio(0.3), FakeCost(), min_keep=1.5)
 
 
+def test_uniform_cuts_every_group_in_lockstep_and_keeps_the_blocks():
+    layers = [_layer("blk.conv", 4, 4, block="blk"), _layer("keep.conv", 4, 4, block="keep"),
+              _layer("a", 4, 8, out_group=0), _layer("b", 4, 16, out_group=1)]
+    costs = LayerCost({"blk.conv": 5.0, "keep.conv": 5.0, "a": 1.0, "b": 10.0})
+    groups = [lp.Group(0, ["a"], 8, 1, [8, 6, 4, 2], list(range(8)), [1.0] * 8),
+              lp.Group(1, ["b"], 16, 1, [16, 12, 8, 4], list(range(16)), [1.0] * 16)]
+    est = lp.Estimator(layers, groups, costs, dense_ms=200.0)
+    free = lp.greedy_path(est, groups, ["blk", "keep"], {"blk": 1.0, "keep": 1.0})
+    assert free[1].move == "remove blk" and free[2].move == "cut b to 12"  # b first, twice, without lockstep
+    path = lp.greedy_path(est, groups, ["blk", "keep"], {"blk": 1.0, "keep": 1.0}, uniform=True)
+    assert all(not p.move.startswith("remove") for p in path)
+    assert [p.move for p in path[1:]] == ["cut b to 12", "cut a to 6", "cut b to 8", "cut a to 4",
+                                          "cut b to 4", "cut a to 2"]
+    for p in path:
+        fractions = [p.state.kept.get(g.id, g.width) / g.width for g in groups]
+        assert max(fractions) - min(fractions) <= 0.25 + 1e-9  # within one step of each other
+    model = Net(c=16)
+    plan = _plan(model, pk.LatencyRatio(0.5), FakeCost(), uniform=True)
+    assert not plan.removed and plan.latency.uniform and plan.latency.kept <= 0.5
+    with pytest.raises(ConfigError, match="latency planner"):
+        pk.plan(model, pk.analyze(model, X), strategy="magnitude", target=pk.ChannelRatio(0.5), uniform=True)
+
+
 def test_round_to_gives_multiples():
     model = Net(c=16)
     plan = _plan(model, pk.LatencyRatio(0.5), FakeCost(), round_to=4)

@@ -34,6 +34,9 @@ from tecogan_plugin.ops import BicubicUpsampler
     ("block_influence:plain:lat0.33:sensitivity:refit", {"strategy": "block_influence", "finetune": "plain",
                                                          "latency": 0.33, "move_cost": "sensitivity", "refit": True},
      "block_influence-plain-lat0.33-sensitivity-refit"),
+    ("block_influence:plain:lat0.33:uniform:refit", {"strategy": "block_influence", "finetune": "plain",
+                                                     "latency": 0.33, "uniform": True, "refit": True},
+     "block_influence-plain-lat0.33-uniform-refit"),
 ])
 def test_series_syntax(spec, fields, key):
     series = Series.parse(spec)
@@ -47,6 +50,7 @@ def test_series_syntax(spec, fields, key):
     ("positional:plain:subpixel4", "kernel"), ("positional:plain:fast", "unknown option"),
     ("tp:plain", "tp:HEAL:latFRACTION"), ("tp:plain:lat0.5:subpixel", "tp:HEAL:latFRACTION"),
     ("tp:plain:refit", "tp:HEAL:latFRACTION"), ("positional:plain:refit:refit", "twice"),
+    ("positional:plain:uniform", "add latFRACTION"), ("tp:plain:lat0.5:uniform", "tp:HEAL:latFRACTION"),
     ("positional", "expected STRATEGY"),
 ])
 def test_bad_series_are_config_errors(spec, message):

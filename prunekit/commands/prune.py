@@ -55,6 +55,7 @@ class PruneConfig(StrictModel):
     latency_cache: str | None = None
     move_cost: Literal["importance", "sensitivity"] = "importance"
     min_keep: float = Field(0.0, ge=0.0, le=1.0)
+    uniform: bool = False
     out: str
     seed: int = 0
 
@@ -126,7 +127,7 @@ def prune_from_config(cfg: PruneConfig, out: str | None = None, overwrite: bool 
     targets = cfg.target if isinstance(cfg.target, list) else [cfg.target]
     result = plan(model, graph, strategy=cfg.strategy, target=targets, channel_importance=cfg.channel_importance,
                   round_to=cfg.round_to, replace=cfg.replace or None, runner=cfg.runner,
-                  latency_cache=cfg.latency_cache, move_cost=cfg.move_cost, min_keep=cfg.min_keep,
+                  latency_cache=cfg.latency_cache, move_cost=cfg.move_cost, min_keep=cfg.min_keep, uniform=cfg.uniform,
                   **cfg.strategy_kwargs)
     from prunekit.surgery import apply
 

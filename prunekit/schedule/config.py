@@ -127,6 +127,7 @@ class PruneStage(StrictModel):
     latency_cache: str | None = None
     move_cost: Literal["importance", "sensitivity"] = "importance"
     min_keep: float = Field(0.0, ge=0.0, le=1.0)
+    uniform: bool = False  # latency targets: keep every block, cut all channel groups by one fraction
     # calibration batches for the least-squares refit of the pruned layers to the dense ones
     # (prunekit.weight_refit) before healing; 0 = no refit
     refit: NonNegativeInt = 0

@@ -387,7 +387,7 @@ class _Engine:
             step = make_plan(self.model, graph, strategy=stage.strategy, target=targets, data=data,
                              channel_importance=stage.channel_importance, round_to=stage.round_to,
                              replace=stage.replace or None, runner=stage.runner, latency_cache=stage.latency_cache,
-                             move_cost=stage.move_cost, min_keep=stage.min_keep,
+                             move_cost=stage.move_cost, min_keep=stage.min_keep, uniform=stage.uniform,
                              **stage.strategy_kwargs)
             if stage.iterative is not None and len(step.removed) > stage.iterative.remove:
                 order = sorted(step.removed, key=lambda p: step.scores.get(p, 0.0))

@@ -165,7 +165,7 @@ class Bench:
             extra["calibration_gt_crop"] = self.preset.surgery_gt_crop  # damage measured on frames, not 8 px
             stage.update(target={"kind": "latency_ratio", "keep": series.latency, "shape": self.latency_shape()},
                          runner=RUNNER, latency_cache=str(self.out_dir / "latency_cache"),
-                         move_cost=series.move_cost, min_keep=series.min_keep)
+                         move_cost=series.move_cost, min_keep=series.min_keep, uniform=series.uniform)
         else:
             target: Any = {"kind": "keep_blocks", "n": blocks}
             if series.width:  # also narrow every coupled channel group, FNet's included (open_fnet layout)
@@ -338,7 +338,8 @@ class Bench:
             return BenchRow.model_validate_json(path.read_text())
         _say(f"{key}: measuring size and quality")
         settings = {"width": series.width, "latency_target": series.latency, "subpixel": series.subpixel,
-                    "move_cost": series.move_cost, "min_keep": series.min_keep, "refit": series.refit} \
+                    "move_cost": series.move_cost, "min_keep": series.min_keep, "uniform": series.uniform,
+                    "refit": series.refit} \
             if series is not None else {}
         row = BenchRow(key=key, strategy=label[0], finetune=label[1], **settings, **self.describe(model),
                        train_wall_s=round(wall, 1), tp_ratio=tp_ratio, metrics=self.evaluate(model, key))

@@ -35,6 +35,7 @@ class Series(StrictModel):
       (`tecogan.subpixel_head`, least-squares initialised), None to keep the tail;
     - `move_cost`: how the latency planner prices its moves (`pk.plan`'s move_cost);
     - `min_keep`: the least fraction of each channel group the latency planner keeps (`pk.plan`'s);
+    - `uniform`: the latency planner keeps every block and cuts all groups by one fraction (`pk.plan`'s);
     - `refit`: refit the pruned layers to the dense ones by least squares before healing (`pk.refit`)."""
 
     strategy: str
@@ -44,16 +45,17 @@ class Series(StrictModel):
     subpixel: int | None = None
     move_cost: Literal["importance", "sensitivity"] = "importance"
     min_keep: float = Field(0.0, ge=0.0, le=1.0)
+    uniform: bool = False
     refit: bool = False
 
     @classmethod
     def parse(cls, spec: str) -> "Series":
-        """`STRATEGY:HEAL[:wF][:latK[:sensitivity][:floorF]][:subpixel[K]][:refit]` or
+        """`STRATEGY:HEAL[:wF][:latK[:sensitivity][:floorF][:uniform]][:subpixel[K]][:refit]` or
         `tp:HEAL:latK[:refit]`, e.g. `positional:plain` (the study), `block_influence:plain:w0.5`,
         `block_influence:distill:lat0.33:subpixel`, `block_influence:plain:lat0.33:sensitivity`,
-        `tp:plain:lat0.33:refit`."""
+        `tp:plain:lat0.33:refit`, `block_influence:plain:lat0.33:uniform:refit`."""
         usage = (f"--series: expected STRATEGY:{'|'.join(FINETUNE_MODES)}[:wFRACTION]"
-                 "[:latFRACTION[:sensitivity][:floorFRACTION]]"
+                 "[:latFRACTION[:sensitivity][:floorFRACTION][:uniform]]"
                  "[:subpixel[K]][:refit] "
                  f"or tp:HEAL:latFRACTION[:refit], got {spec!r}")
         parts = spec.split(":")
@@ -67,7 +69,8 @@ class Series(StrictModel):
             fields[name] = value
         if "width" in fields and "latency" in fields:
             raise ConfigError(f"--series: {spec!r}: a latency target chooses the widths itself; drop wFRACTION")
-        for planner_option, text in (("move_cost", "sensitivity"), ("min_keep", "floorFRACTION")):
+        for planner_option, text in (("move_cost", "sensitivity"), ("min_keep", "floorFRACTION"),
+                                     ("uniform", "uniform")):
             if planner_option in fields and "latency" not in fields:
                 raise ConfigError(f"--series: {spec!r}: {text} steers the latency planner; add latFRACTION")
         if fields["strategy"] == TP and ("latency" not in fields or len(fields) != 3 + ("refit" in fields)):
@@ -82,6 +85,7 @@ class Series(StrictModel):
                 + (f"-subpixel{self.subpixel}" if self.subpixel is not None else "")
                 + (f"-{self.move_cost}" if self.move_cost != "importance" else "")
                 + (f"-floor{self.min_keep:g}" if self.min_keep else "")
+                + ("-uniform" if self.uniform else "")
                 + ("-refit" if self.refit else ""))
 
     @model_serializer(mode="wrap")
@@ -89,14 +93,14 @@ class Series(StrictModel):
         """Options left at their defaults are not written, so earlier runs' settings still match."""
         data = handler(self)
         for name, default in (("width", 0.0), ("latency", None), ("subpixel", None), ("move_cost", "importance"),
-                              ("min_keep", 0.0), ("refit", False)):
+                              ("min_keep", 0.0), ("uniform", False), ("refit", False)):
             if getattr(self, name) == default:
                 data.pop(name, None)
         return data
 
 
 def _option(text: str, spec: str) -> tuple[str, Any]:
-    """One `:` option of a series: wF, latK, sensitivity, floorF, subpixel[K] or refit."""
+    """One `:` option of a series: wF, latK, sensitivity, floorF, uniform, subpixel[K] or refit."""
     def number(prefix: str) -> float:
         try:
             return float(text[len(prefix):])
@@ -119,8 +123,8 @@ def _option(text: str, spec: str) -> tuple[str, Any]:
             return name, value
     if text == "sensitivity":
         return "move_cost", text
-    if text == "refit":
-        return "refit", True
+    if text in ("refit", "uniform"):
+        return text, True
     if text.startswith("subpixel"):
         kernel = text[len("subpixel"):] or "3"
         if kernel not in ("1", "3", "5", "7"):
@@ -128,7 +132,7 @@ def _option(text: str, spec: str) -> tuple[str, Any]:
                               "(subpixel = subpixel3)")
         return "subpixel", int(kernel)
     raise ConfigError(f"--series: unknown option {text!r} in {spec!r} (expected wFRACTION, latFRACTION, "
-                      "sensitivity, floorFRACTION, subpixel[K] or refit)")
+                      "sensitivity, floorFRACTION, uniform, subpixel[K] or refit)")
 
 
 class EvalSet(StrictModel):

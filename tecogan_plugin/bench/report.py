@@ -35,6 +35,7 @@ class BenchRow(BaseModel):
     subpixel: int | None = None
     move_cost: str = "importance"  # latency series: how the planner priced its moves
     min_keep: float = 0.0  # latency series: the least fraction of a channel group the planner kept
+    uniform: bool = False  # latency series: every block kept, all channel groups cut by one fraction
     refit: bool = False  # the pruned layers were refit to the dense ones by least squares before healing
     blocks: int
     params_total: int
@@ -57,12 +58,14 @@ class BenchRow(BaseModel):
     flops_removed_pct: float | None = None
 
     def record(self) -> dict[str, Any]:
-        """The row as results.json holds it (`tp_ratio` only in the baseline's rows, `refit` only in refit rows)."""
+        """The row as results.json holds it (`tp_ratio` only in the baseline's rows, `uniform` and
+        `refit` only where set)."""
         data = self.model_dump()
         if data["tp_ratio"] is None:
             del data["tp_ratio"]
-        if not data["refit"]:
-            del data["refit"]
+        for flag in ("uniform", "refit"):
+            if not data[flag]:
+                del data[flag]
         return data
 
     def measured(self) -> dict[str, Any]:
@@ -106,6 +109,8 @@ def series_label(row: BenchRow) -> str:
         options.append(row.move_cost)
     if row.min_keep:
         options.append(f"floor{row.min_keep:g}")
+    if row.uniform:
+        options.append("uniform")
     if row.subpixel is not None:
         options.append(f"subpixel k{row.subpixel}")
     if row.refit:
