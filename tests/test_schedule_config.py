@@ -48,6 +48,8 @@ def _edit(cfg: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
     (["stages", 1, "target"], {"kind": "channel_flops", "keep": 0},
      r"stages\[1\]\.prune\.target.*ChannelFlops: keep must be > 0"),
     (["init_checkpoint"], "/nonexistent/G_iter400000.pth", r"init_checkpoint: .*does not exist"),
+    (["stages", 1, "uniform"], True, r"stages\[1\]\.prune: .*uniform steers the latency planner"),
+    (["stages", 1, "refit"], -1, r"stages\[1\]\.prune\.refit: .*greater than or equal to 0"),
 ])
 def test_schema_errors_name_the_field(tmp_path, path, value, match):
     _fails_before_work(_edit(config(tmp_path / "r"), path, value), match, tmp_path)

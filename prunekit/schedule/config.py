@@ -149,6 +149,13 @@ class PruneStage(StrictModel):
         return v
 
     @model_validator(mode="after")
+    def _uniform_needs_latency(self):
+        if self.uniform and not any(t.is_latency for t in self.targets()):
+            raise ValueError("uniform steers the latency planner: it needs a latency_ratio or latency target "
+                             "(channel_ratio already cuts every group by one fraction)")
+        return self
+
+    @model_validator(mode="after")
     def _iterative_blocks_only(self):
         if self.iterative is not None and any(t.is_latency for t in self.targets()):
             raise ValueError("iterative pruning removes blocks a few at a time; a latency target plans in one shot")
