@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--strategy", default="block_influence")
     ap.add_argument("--move-cost", default="importance", choices=["importance", "sensitivity"],
                     help="how the planner prices its moves (pk.plan's move_cost)")
+    ap.add_argument("--uniform", action="store_true",
+                    help="keep every block, cut all channel groups by one fraction (pk.plan's uniform)")
     ap.add_argument("--also-at", default="",
                     help="more LR sizes the plan must hold its ratio at (comma list; LatencyRatio's also_at)")
     ap.add_argument("--rounds", type=int, default=9)
@@ -84,7 +86,7 @@ def main() -> None:
         t0 = time.perf_counter()
         plan = pk.plan(dense, graph, strategy=args.strategy, target=target, layout=layout,
                        runner="plain", channel_importance=importance, latency_cache=args.cache,
-                       move_cost=args.move_cost)
+                       move_cost=args.move_cost, uniform=args.uniform)
         planner_s = time.perf_counter() - t0
         pruned = pk.apply(dense, plan)
         rec = plan.latency
@@ -105,14 +107,16 @@ def main() -> None:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `benchmarks/latency_target.py "
         f"--plan-size {args.plan_size} --check-sizes {args.check_sizes} --keep {args.keep} --rounds {args.rounds} "
-        f"--move-cost {args.move_cost}{' --also-at ' + args.also_at if args.also_at else ''}` "
+        f"--move-cost {args.move_cost}{' --uniform' if args.uniform else ''}"
+        f"{' --also-at ' + args.also_at if args.also_at else ''}` "
         f"on {device_name(torch.device('cpu'))}, shared with other jobs ({machine_text(threads=1)} at the end), "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}.",
         "",
         f"Model: FRNet nf 64, nb 10, x4, random weights (seed 0), layout `tecogan.frnet.open_fnet`. Plan: "
         f"`pk.plan(frnet, graph, strategy='{args.strategy}', target=pk.LatencyRatio({args.keep}"
         f"{', also_at=[' + args.also_at + ']' if args.also_at else ''}), "
-        f"runner='plain', channel_importance=..., move_cost='{args.move_cost}')` at LR {args.plan_size}; "
+        f"runner='plain', channel_importance=..., move_cost='{args.move_cost}'"
+        f"{', uniform=True' if args.uniform else ''})` at LR {args.plan_size}; "
         "`pk.apply` gives the plain "
         "model that is checked. Check: this script's own loop, one `FRNet.step` per call in "
         f"`torch.inference_mode`, dense and pruned alternating, {args.rounds} rounds after one warm-up, "
