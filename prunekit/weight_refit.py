@@ -143,7 +143,8 @@ def _eligible(pruned: nn.Module, dense: nn.Module, report: RefitReport
     for path, layer in pruned.named_modules():
         if not isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             if isinstance(layer, nn.modules.conv._ConvNd):
-                report.skipped[path] = f"{type(layer).__name__}: only Conv2d, ConvTranspose2d and Linear are refit"
+                report.skipped[path] = (f"{type(layer).__name__}: only Conv2d, ConvTranspose2d and Linear "
+                                        "layers are refit")
             continue
         twin = dense_layers.get(path)
         if type(twin) is not type(layer):
@@ -168,10 +169,11 @@ def _eligible(pruned: nn.Module, dense: nn.Module, report: RefitReport
 
 @torch.no_grad()
 def refit(pruned: nn.Module, dense: nn.Module, calibration: Calibration | Iterable[Any],
-                ridge: float = 1e-2) -> RefitReport:
-    """Refit `pruned`'s Conv2d, ConvTranspose2d and Linear layers in place, in the order they run, so each maps its
-    current inputs to the outputs of the layer at the same path in `dense` (kept channels); inputs
-    are the calibration batches (a Calibration, or a list of example-input batches)."""
+          ridge: float = 1e-2) -> RefitReport:
+    """Refit `pruned`'s Conv2d, ConvTranspose2d and Linear layers in place, in the order they run,
+    so each maps its current inputs to the outputs of the layer at the same path in `dense` (kept
+    channels); inputs are the calibration batches (a Calibration, or a list of example-input
+    batches; both models on the batches' device)."""
     batches = list(calibration.inputs if isinstance(calibration, Calibration) else calibration)
     report = RefitReport()
     if not batches:
@@ -197,8 +199,10 @@ def refit(pruned: nn.Module, dense: nn.Module, calibration: Calibration | Iterab
     return report
 
 
-def _refit_layer(path: str, pruned: nn.Module, dense: nn.Module, layer: nn.Module, twin: nn.Module, kept_out: list[int],
-           batches: list[Any], ridge: float) -> LayerFit | str:
+def _refit_layer(path: str, pruned: nn.Module, dense: nn.Module, layer: nn.Module, twin: nn.Module,
+                 kept_out: list[int], batches: list[Any], ridge: float) -> LayerFit | str:
+    """Accumulate X X^T, Y X^T and |Y|^2 over the batches, solve the ridge problem, keep a real gain;
+    a string says why the layer was left alone."""
     gram = cross = None
     target_sq, samples = 0.0, 0
     for batch in batches:

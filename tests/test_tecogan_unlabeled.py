@@ -162,13 +162,15 @@ def test_guide_workflow_runs_from_a_published_pth(tmp_path):
                    eval_sequences=["00_coffee"], eval_max_frames=6)
     prune, tune = cfg["stages"]
     assert prune["replace"][0]["name"] == "tecogan.subpixel_head" and tune["distill"]["weight"] > 0
-    prune.update(calibration=2)
+    assert prune["refit"] > 0
+    prune.update(calibration=2, refit=2)
     prune["target"].update(keep=0.9, shape={"arg0": [1, 3, 32, 48], "arg1": [1, 3, 32, 48], "arg2": [1, 3, 128, 192]})
     tune.update(iterations=3, batch=1, eval_every=None)
     prune["latency_cache"] = str(tmp_path / "latency_cache")
     cfg.update(out_dir=str(tmp_path / "run"), init_checkpoint=str(tmp_path / "dense"), progress=False)
     result = run(cfg)
     assert result.plan.replaced[0].name == "tecogan.subpixel_head" and result.plan.latency is not None
+    assert ",refit_layers," in (tmp_path / "run" / "metrics.csv").read_text()
     out = tmp_path / "up"
     assert main(["upscale", str(footage), "--model", str(tmp_path / "run" / "final"), "--out", str(out)]) == 0
     assert len(list(out.glob("*.png"))) == 8
