@@ -59,6 +59,7 @@ from prunekit.surgery import apply, example_inputs_from_shapes
 DEFAULT_TOLERANCE = 0.08  # accept a measured ratio in [goal * (1 - tol), goal]; aim at the middle
 MAX_ITERATIONS = 7
 STEPS_PER_GROUP = 8
+UNIFORM_STEPS = 16  # finer steps in lockstep: groups stay within 1/16 of their width of one fraction
 REPRICE_EVERY = 0.1  # move_cost="sensitivity": measure the damage again each time the ratio drops this much
 BINDING = 0.01  # sizes whose estimated latency ratio is within this of the highest one bind the next move
 MOVE_COSTS = ("sensitivity", "importance")
@@ -203,21 +204,22 @@ def _record_inputs(model: nn.Module, inputs: Any, paths: list[str]) -> dict[str,
     return shapes
 
 
-def _levels(width: int, unit: int, round_to: int | None, min_keep: float = 0.0) -> list[int]:
-    """Widths a group may be cut to, widest first (always whole `unit`s, at least one unit, at
-    least `min_keep` of the width)."""
+def _levels(width: int, unit: int, round_to: int | None, min_keep: float = 0.0,
+            steps: int = STEPS_PER_GROUP) -> list[int]:
+    """Widths a group may be cut to, widest first, in `steps` equal steps unless `round_to` is given
+    (always whole `unit`s, at least one unit, at least `min_keep` of the width)."""
     if round_to:
         lows = [k for k in range(round_to, width, round_to) if k % unit == 0]
         levels = [width] + sorted(lows, reverse=True)
     else:
-        step = max(unit, math.ceil(width / STEPS_PER_GROUP / unit) * unit)
+        step = max(unit, math.ceil(width / steps / unit) * unit)
         levels = [w for w in range(width, unit - 1, -step)]
     return [w for w in levels if w >= min_keep * width - 1e-9]
 
 
 def search_space(
     base: nn.Module, example_inputs: Any, latency_inputs: Any, layout: Layout | None, blocks: list[str],
-    scorer: Any, round_to: int | None, excluded: set[str], min_keep: float = 0.0,
+    scorer: Any, round_to: int | None, excluded: set[str], min_keep: float = 0.0, steps: int = STEPS_PER_GROUP,
 ) -> tuple[list[Layer], list[Group]]:
     """The layers the table prices and the channel groups the search may cut (importance from
     `scorer` on `base`). Groups whose layers are in `excluded` are left whole."""
@@ -240,7 +242,7 @@ def search_space(
                 continue
             root = group[0].dep.target.module
             width, unit = len(group[0].idxs), _block_size(dg, root)
-            levels = _levels(width, unit, round_to, min_keep)
+            levels = _levels(width, unit, round_to, min_keep, steps)
             scores = scorer(group)
             if len(levels) < 2 or scores is None:
                 continue
@@ -540,7 +542,7 @@ def plan_latency(
     every size in `target.also_at`. `costs` replaces the measured cost model, one per size (tests
     inject deterministic ones); `move_cost` ("importance" or "sensitivity") prices what each move loses;
     no channel group is cut below `min_keep` of its width; `uniform` keeps the blocks and cuts all
-    groups by one common fraction (greedy_path)."""
+    groups by one common fraction (greedy_path), in steps of 1/UNIFORM_STEPS of each width."""
     if move_cost not in MOVE_COSTS:
         raise ConfigError(f"move_cost must be one of {list(MOVE_COSTS)}, got {move_cost!r}")
     if not 0.0 <= min_keep <= 1.0:
@@ -585,7 +587,7 @@ def plan_latency(
     history: list[dict[str, float]] = []
     while True:  # restarts without a group whose cut breaks the model
         layers, groups = search_space(base, example_inputs, sizes[0], layout, blocks, chan_scorer, round_to, excluded,
-                                      min_keep)
+                                      min_keep, UNIFORM_STEPS if uniform else STEPS_PER_GROUP)
         if not blocks and not groups:
             raise NoUnitsError(f"{type(model).__name__} has neither removable blocks nor prunable channel groups")
         dense_ms, ests = [], []

@@ -240,6 +240,7 @@ def test_uniform_cuts_every_group_in_lockstep_and_keeps_the_blocks():
     for p in path:
         fractions = [p.state.kept.get(g.id, g.width) / g.width for g in groups]
         assert max(fractions) - min(fractions) <= 0.25 + 1e-9  # within one step of each other
+    assert lp._levels(64, 1, None, steps=lp.UNIFORM_STEPS)[:3] == [64, 60, 56]  # lockstep plans in finer steps
     model = Net(c=16)
     plan = _plan(model, pk.LatencyRatio(0.5), FakeCost(), uniform=True)
     assert not plan.removed and plan.latency.uniform and plan.latency.kept <= 0.5
