@@ -601,8 +601,8 @@ def plan_latency(
         along: dict[str, Any] = {"uniform": uniform}
         if move_cost == "sensitivity":
             goal = _goal_ms(target, dense_ms[0]) / dense_ms[0]
-            along = {"reprice": PathDamage(base, groups, blocks, zeroed, data), "reprice_every": REPRICE_EVERY,
-                     "reprice_until": goal * (1 - 2 * tolerance)}
+            along.update(reprice=PathDamage(base, groups, blocks, zeroed, data), reprice_every=REPRICE_EVERY,
+                         reprice_until=goal * (1 - 2 * tolerance))
         path = greedy_path(ests, groups, blocks, block_cost, **along)
         refine = functools.partial(greedy_path, ests, groups, blocks, block_cost, **along)  # (start, max_step)
         try:
@@ -624,8 +624,8 @@ def plan_latency(
         target_ms=_goal_ms(target, first["dense_ms"]), dense_ms=first["dense_ms"], planned_ms=point.estimate_ms,
         measured_ms=first["measured_ms"], device=str(device), hardware=lat.device_name(device), threads=n_threads,
         runner=runner_name, clock=chosen_clock, shapes=input_shapes(sizes[0]), ratio=first["ratio"],
-        move_cost=move_cost, min_keep=min_keep, uniform=uniform, spread=first["spread"], iterations=len(history), planner_s=0.0, widths=widths,
-        history=history,
+        move_cost=move_cost, min_keep=min_keep, uniform=uniform, spread=first["spread"], iterations=len(history),
+        planner_s=0.0, widths=widths, history=history,
         also_at=[SizeCheck(shapes=input_shapes(inputs), planned_ms=point.estimates[i + 1],
                            **{k: c[k] for k in ("dense_ms", "measured_ms", "ratio")})
                  for i, (inputs, c) in enumerate(zip(sizes[1:], checks[1:]))],

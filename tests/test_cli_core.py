@@ -91,7 +91,8 @@ def test_prune_from_dense_weights_toml(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "override, field",
-    [({"target": {"kind": "keep_blocks"}}, "target"), ({"surprise": 1}, "surprise"), ({"strategy": 3}, "strategy")],
+    [({"target": {"kind": "keep_blocks"}}, "target"), ({"surprise": 1}, "surprise"), ({"strategy": 3}, "strategy"),
+     ({"uniform": True}, "uniform steers the latency planner")],
 )
 def test_prune_bad_config_names_field(tmp_path, capsys, override, field) -> None:
     assert main(["prune", "--config", write_config(tmp_path, **override)]) == 2

@@ -244,6 +244,8 @@ def test_uniform_cuts_every_group_in_lockstep_and_keeps_the_blocks():
     model = Net(c=16)
     plan = _plan(model, pk.LatencyRatio(0.5), FakeCost(), uniform=True)
     assert not plan.removed and plan.latency.uniform and plan.latency.kept <= 0.5
+    priced = _plan(model, pk.LatencyRatio(0.5), FakeCost(), uniform=True, move_cost="sensitivity")
+    assert not priced.removed and priced.latency.uniform  # the measured pricing keeps the lockstep
     with pytest.raises(ConfigError, match="latency planner"):
         pk.plan(model, pk.analyze(model, X), strategy="magnitude", target=pk.ChannelRatio(0.5), uniform=True)
 

@@ -65,6 +65,14 @@ class PruneConfig(StrictModel):
             raise ValueError("give `model` (a model name or a checkpoint folder) or `weights` (a checkpoint folder)")
         return self
 
+    @model_validator(mode="after")
+    def _uniform_needs_latency(self) -> "PruneConfig":
+        targets = self.target if isinstance(self.target, list) else [self.target]
+        if self.uniform and not any(t.is_latency for t in targets):
+            raise ValueError("uniform steers the latency planner: it needs a latency_ratio or latency target "
+                             "(channel_ratio already cuts every group by one fraction)")
+        return self
+
 
 def _start_model(cfg: PruneConfig) -> tuple[nn.Module, ModelSpec]:
     """The model to prune and its spec: built by name, loaded from a checkpoint folder (`model` or

@@ -17,16 +17,18 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="dense model used instead of training: a published TecoGAN-PyTorch generator (.pth) "
                         "or a dense prunekit checkpoint folder")
     p.add_argument("--series", default=None,
-                   help="comma-separated STRATEGY:HEAL[:wFRACTION][:latFRACTION[:sensitivity][:floorFRACTION]]"
-                        "[:subpixel[K]] "
+                   help="comma-separated STRATEGY:HEAL[:wFRACTION][:latFRACTION[:sensitivity][:floorFRACTION]"
+                        "[:uniform]][:subpixel[K]][:refit] "
                         "series, HEAL in "
                         "none|plain|distill; wFRACTION also removes that fraction of every prunable channel group "
                         "(FNet included); latFRACTION: one model keeping that fraction of the dense fast-path "
                         "latency (blocks and widths planned on measured latency; --blocks does not apply; "
                         "sensitivity: moves priced by measured output damage; floorFRACTION: no channel group "
-                        "cut below that fraction of its width); "
+                        "cut below that fraction of its width; uniform: every block kept, all groups cut by one "
+                        "fraction); refit: the pruned layers refit to the dense model by least squares before "
+                        "healing; "
                         "subpixel[K]: SRNet's ConvTranspose tail replaced by a fitted sub-pixel head (kernel K, "
-                        "default 3); tp:HEAL:latFRACTION is the Torch-Pruning baseline at the same measured "
+                        "default 3); tp:HEAL:latFRACTION[:refit] is the Torch-Pruning baseline at the same measured "
                         "latency. E.g. block_influence:distill:lat0.33:subpixel,tp:distill:lat0.33; default: "
                         "the preset's")
     p.add_argument("--blocks", default=None, help="comma-separated block counts to keep (default 9,7,5,3,1)")
